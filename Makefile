@@ -1,0 +1,28 @@
+# Two commands do everything on a fresh machine with Python 3.11:
+#   make repro   set up .venv and run the whole DVC pipeline on the embedded dataset
+#   make test    set up .venv and run the test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: repro test lint bench clean-venv
+
+$(BIN)/rrm: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+repro: $(BIN)/rrm
+	PATH="$(abspath $(BIN)):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc repro
+
+test: $(BIN)/rrm
+	PATH="$(abspath $(BIN)):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/pytest -q
+
+lint: $(BIN)/rrm
+	$(BIN)/ruff check rrm stages tests benchmarks
+
+bench: $(BIN)/rrm
+	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

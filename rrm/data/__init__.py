@@ -1,0 +1,1 @@
+"""Datasets: the PASCAL VOC reader, the embedded generator and the training augmentation."""

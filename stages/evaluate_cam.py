@@ -1,0 +1,25 @@
+"""Stage evaluate_cam: quality of the classifier's CAM pseudo labels and of the reliable regions on train."""
+
+from __future__ import annotations
+
+from rrm.config import load_params
+from rrm.crf import CRFPool
+from rrm.evaluate import evaluate_cam
+from rrm.pipeline import dataset, device, load_model, mining_params
+
+
+def main() -> None:
+    params = load_params()
+    section = params["evaluate_cam"]
+    with CRFPool(params["mining"]["pool_processes"]) as pool:
+        report = evaluate_cam(
+            load_model("models/cls.pt", device(params)), dataset(params, section["split"]), "reports/cam",
+            scales=params["mining"]["cam_scales"], bg_threshold=section["bg_threshold"],
+            mining=mining_params(params), pool=pool, device=device(params),
+            n_examples=params["evaluate"]["figures"])
+    print(f"CAM pseudo labels: mIoU {report['miou']:.4f}; reliable regions: precision "
+          f"{report['reliable_precision']:.4f} on {report['reliable_fraction']:.1%} of pixels")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""Stage train_cls: multi-label classification training of ResNet-38 (the CAM source).
+
+Plays the role of the authors' "ResNet-38 fine-tuned for VOC classification" weights, from which
+one-step RRM starts; its CAMs are also the CAM pseudo-label baseline (stage evaluate_cam).
+"""
+
+from __future__ import annotations
+
+from rrm.config import load_params
+from rrm.pipeline import train_settings
+from rrm.train import train
+
+
+def main() -> None:
+    params = load_params()
+    train(train_settings(params, "train_cls", mode="cls", out_model="models/cls.pt",
+                         init=params["model"]["init"]))
+
+
+if __name__ == "__main__":
+    main()

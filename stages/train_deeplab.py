@@ -1,0 +1,21 @@
+"""Stage train_deeplab: two-step RRM, DeepLab trained on the one-step network's pseudo masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rrm.config import load_params
+from rrm.pipeline import train_settings
+from rrm.train import train
+
+
+def main() -> None:
+    params = load_params()
+    deeplab = params["deeplab"]
+    train(train_settings(params, "train_deeplab", mode="supervised", out_model="models/deeplab.pt",
+                         arch=deeplab["arch"], init=deeplab["init"], mask_dir=str(Path("data/pseudo").resolve()),
+                         split=params["export_pseudo"]["split"]))
+
+
+if __name__ == "__main__":
+    main()

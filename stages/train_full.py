@@ -1,0 +1,17 @@
+"""Stage train_full: the same network trained on ground-truth masks (the full-supervision reference)."""
+
+from __future__ import annotations
+
+from rrm.config import load_params
+from rrm.pipeline import train_settings
+from rrm.train import train
+
+
+def main() -> None:
+    params = load_params()
+    train(train_settings(params, "train_full", mode="supervised", out_model="models/full.pt",
+                         init=params["model"]["init"]))
+
+
+if __name__ == "__main__":
+    main()
