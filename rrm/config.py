@@ -26,6 +26,7 @@ def _range(x: Any) -> bool:
 
 
 _TRAIN_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("freeze_bn", lambda x: isinstance(x, bool), "true or false"),
     ("steps", _pos_int, "a positive integer"),
     ("batch_size", _pos_int, "a positive integer"),
     ("crop_size", _pos_int, "a positive integer"),
@@ -56,7 +57,7 @@ CHECKS: list[Check] = [
     ("evaluate.scales", lambda x: isinstance(x, list) and x and all(_num(v) and v > 0 for v in x),
      "a non-empty list of positive scales"),
     ("evaluate_cam.bg_threshold", lambda x: _num(x) and 0 <= x <= 1, "a number in [0, 1]"),
-] + [(f"{stage}.{key}", check, what) for stage in ("train_cls", "train_onestep", "train_full")
+] + [(f"{stage}.{key}", check, what) for stage in ("train_cls", "train_onestep", "train_full", "train_deeplab")
      for key, check, what in _TRAIN_CHECKS]
 
 _MISSING = object()

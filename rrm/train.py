@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from rrm import reliable
 from rrm.cam import multiscale_cam
 from rrm.crf import CRFPool
 from rrm.data.transforms import TrainBatchCollate
@@ -31,10 +32,9 @@ from rrm.inference import segmentation_logits
 from rrm.io import load_torch, save_torch
 from rrm.losses import classification_loss, split_cross_entropy
 from rrm.models.deeplab import build_deeplab
-from rrm.models.deeplab import param_groups as deeplab_param_groups
-from rrm.models.rrm_net import RRMNet, build_rrm
+from rrm.models.rrm_net import build_rrm
 from rrm.models.weights import load_rrm_weights
-from rrm.reliable import MiningParams, mine_batch, mine_cam_only
+from rrm.reliable import MiningParams, mine_batch
 
 MODES = ("cls", "onestep", "supervised")
 ARCHS = ("resnet38", "vgg16_largefov", "resnet101_v2")
@@ -52,6 +52,7 @@ class TrainSettings:
     mask_dir: str | None = None
     width: float = 0.125
     init: str | None = None
+    freeze_bn: bool = True
     steps: int = 100
     batch_size: int = 4
     crop_size: int = 96
@@ -147,19 +148,17 @@ def build_model(s: TrainSettings, device: torch.device) -> nn.Module:
     """ResNet-38 RRM net (init: PSA ImageNet / RRM classification weights or one of our checkpoints), or a
     DeepLab (init: a torchvision-format ImageNet file)."""
     if s.arch == "resnet38":
-        model = build_rrm(width=s.width)
+        model = build_rrm(width=s.width, freeze_bn=s.freeze_bn)
         if s.init:
             load_rrm_weights(model, s.init)
     else:
-        model = build_deeplab(arch=s.arch, width=s.width, weights=s.init)
+        model = build_deeplab(arch=s.arch, width=s.width, weights=s.init, freeze_bn=s.freeze_bn)
     return model.to(device)
 
 
 def make_optimizer(model: nn.Module, s: TrainSettings) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LRScheduler]:
     """SGD with a poly schedule over the recipe's groups: ResNet-38's four (x1/x2/x10/x20), DeepLab's x1/x10."""
-    groups = model.param_groups(s.lr, s.weight_decay) if isinstance(model, RRMNet) else \
-        deeplab_param_groups(model, s.lr, s.weight_decay)
-    optimizer = torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum)
+    optimizer = torch.optim.SGD(model.param_groups(s.lr, s.weight_decay), lr=s.lr, momentum=s.momentum)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=s.steps, power=s.poly_power)
     return optimizer, scheduler
 
@@ -183,7 +182,7 @@ def step_losses(model: nn.Module, batch: dict, s: TrainSettings, pool: CRFPool |
     if s.pseudo == "rrm":
         pseudo = mine_batch(raw_uint8, cam.cpu(), labels.cpu(), s.mining, pool, roi=roi)
     else:
-        pseudo = mine_cam_only(cam.cpu(), labels.cpu(), s.mining, roi=roi)
+        pseudo = reliable.mine_cam_only(cam.cpu(), labels.cpu(), s.mining, roi=roi)
     target = torch.from_numpy(pseudo).long().to(device)
     seg = F.interpolate(out["seg"], crop, mode="bilinear", align_corners=False)
     losses["ce_bg"], losses["ce_fg"] = split_cross_entropy(seg, target)

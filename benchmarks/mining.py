@@ -1,0 +1,168 @@
+"""Reliable region mining of one training batch: CRF worker pool vs the same CRFs one after another.
+
+    python benchmarks/mining.py [--workers 2 --runs 5 --crop 321]
+
+Four real VOC sample photos, cropped (and padded) to 321x321 like a training batch; CAMs are faked from
+the ground-truth masks (blurred one-hot + noise, normalised), so the CRFs see realistic label counts and
+shapes. Rule "code": two CRFs per image, eight per batch. Runs alternate pool / inline so that load from
+other processes hits both alike; medians are reported, with the CPU share other processes took meanwhile
+(read from /proc; a busy neighbour steals the pool's second core). Writes reports/bench/mining.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rrm.cam import normalize_cam
+from rrm.classes import IGNORE_INDEX
+from rrm.crf import CRFPool
+from rrm.io import load_image, load_mask, write_json
+from rrm.metrics import ConfusionMatrix
+from rrm.reliable import MiningParams, mine_batch
+
+REPO = Path(__file__).resolve().parents[1]
+VOC_SAMPLE = REPO.parent / "shared" / "data" / "voc2012-sample"
+NAMES = ("2007_000063", "2007_000364", "2007_000392", "2007_000768")
+
+
+def crop_batch(root: Path, crop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre crops padded to crop x crop: images (N, crop, crop, 3) uint8, masks (N, crop, crop), roi."""
+    images = np.zeros((len(NAMES), crop, crop, 3), np.uint8)
+    masks = np.full((len(NAMES), crop, crop), IGNORE_INDEX, np.uint8)
+    roi = np.zeros((len(NAMES), crop, crop), bool)
+    for n, name in enumerate(NAMES):
+        image = load_image(root / "JPEGImages" / f"{name}.jpg")
+        mask = load_mask(root / "SegmentationClass" / f"{name}.png")
+        h, w = min(crop, image.shape[0]), min(crop, image.shape[1])
+        y, x = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+        images[n, :h, :w], masks[n, :h, :w] = image[y:y + h, x:x + w], mask[y:y + h, x:x + w]
+        roi[n, :h, :w] = True
+    return images, masks, roi
+
+
+def fake_cams(masks: np.ndarray, seed: int = 0, sigma: float = 8.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blurred one-hot GT + uniform noise, normalised per class (eq. 3): (N, 20, H, W), labels (N, 20)."""
+    target = torch.from_numpy(masks.astype(np.int64))
+    onehot = torch.stack([(target == c + 1).float() for c in range(20)], dim=1)
+    labels = (onehot.amax(dim=(2, 3)) > 0).float()
+    radius = int(3 * sigma)
+    kernel = torch.exp(-torch.arange(-radius, radius + 1).float() ** 2 / (2 * sigma**2))
+    kernel = (kernel / kernel.sum()).view(1, 1, 1, -1).repeat(20, 1, 1, 1)
+    blurred = F.conv2d(onehot, kernel, padding=(0, radius), groups=20)
+    blurred = F.conv2d(blurred, kernel.transpose(2, 3), padding=(radius, 0), groups=20)
+    noise = torch.rand(blurred.shape, generator=torch.Generator().manual_seed(seed))
+    return normalize_cam(torch.relu(blurred + 0.3 * noise - 0.1), labels), labels
+
+
+def timed(fn) -> tuple[float, float, np.ndarray]:
+    """(wall seconds, CPU seconds other processes used meanwhile, result of fn())."""
+    before = cpu_seconds_by_pid()
+    start = time.perf_counter()
+    out = fn()
+    wall = time.perf_counter() - start
+    return wall, foreign_cpu_seconds(before, cpu_seconds_by_pid()), out
+
+
+def cpu_seconds_by_pid() -> dict[int, tuple[int, float]]:
+    """{pid: (parent pid, user + system CPU seconds)} for every process visible in /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        out[int(stat.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def foreign_cpu_seconds(before: dict, after: dict) -> float:
+    """CPU seconds spent by processes outside this one and its children (other users of the machine):
+    with them busy, a 2-worker pool cannot get 2 cores, so the speedup must be read with this number."""
+    ours = {os.getpid()} | {pid for pid, (ppid, _) in after.items() if ppid == os.getpid()}
+    return sum(cpu - before.get(pid, (0, 0.0))[1] for pid, (_, cpu) in after.items() if pid not in ours)
+
+
+def machine_info() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "numpy": np.__version__, "torch": torch.__version__,
+            "nice": os.nice(0), "autogroup": _read("/proc/self/autogroup")}
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--crop", type=int, default=321)
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench" / "mining.json")
+    args = parser.parse_args()
+
+    images, masks, roi = crop_batch(VOC_SAMPLE, args.crop)
+    cams, labels = fake_cams(masks)
+    params = MiningParams(rule="code")
+    load_before = os.getloadavg()
+    if not Path("/proc").is_dir():
+        raise RuntimeError("this benchmark reads /proc to measure other processes' CPU use (Linux only)")
+    inline = CRFPool(processes=0)
+    pool_times, seq_times = [], []
+    with CRFPool(args.workers) as pool:
+        mine_batch(images, cams, labels, params, pool, roi)  # warm-up: workers import their modules
+        foreign_pool = foreign_seq = 0.0
+        for _ in range(args.runs):
+            t_pool, f_pool, pooled = timed(lambda: mine_batch(images, cams, labels, params, pool, roi))
+            t_seq, f_seq, sequential = timed(lambda: mine_batch(images, cams, labels, params, inline, roi))
+            if not np.array_equal(pooled, sequential):
+                raise RuntimeError("pool and sequential mining disagree")
+            pool_times.append(t_pool)
+            seq_times.append(t_seq)
+            foreign_pool, foreign_seq = foreign_pool + f_pool, foreign_seq + f_seq
+    cores = os.cpu_count() or 1
+    # Share of the machine other processes took while each variant ran: during the pool runs it is CPU
+    # the two workers did not get; during the sequential runs they mostly use the core left idle.
+    share_pool, share_seq = foreign_pool / (sum(pool_times) * cores), foreign_seq / (sum(seq_times) * cores)
+
+    quality = ConfusionMatrix()
+    quality.update(masks, sequential)  # precision of the mined labels on their labelled pixels
+    labelled = float((sequential[roi] != IGNORE_INDEX).mean())
+    pool_s, seq_s = statistics.median(pool_times), statistics.median(seq_times)
+    result = {
+        "batch": len(NAMES), "crop": args.crop, "rule": params.rule, "crfs_per_batch": 2 * len(NAMES),
+        "workers": args.workers, "runs": args.runs,
+        "pool_s_median": pool_s, "sequential_s_median": seq_s, "speedup": seq_s / pool_s,
+        "pool_s_min": min(pool_times), "sequential_s_min": min(seq_times),
+        "speedup_of_minima": min(seq_times) / min(pool_times),  # least disturbed by other processes
+        "pool_s": pool_times, "sequential_s": seq_times,
+        "labelled_fraction": labelled, "label_pixel_precision": quality.pixel_accuracy(),
+        "other_processes_cpu_share_during_pool": share_pool,
+        "other_processes_cpu_share_during_sequential": share_seq,
+        "machine": {**machine_info(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+    }
+    write_json(args.out, result)
+    print(f"mining, batch {len(NAMES)} x {args.crop}^2, rule code ({2 * len(NAMES)} CRFs): "
+          f"pool({args.workers}) {pool_s:.3f} s, sequential {seq_s:.3f} s, speedup {seq_s / pool_s:.2f}x "
+          f"(median of {args.runs}); labelled {labelled:.1%}, precision {quality.pixel_accuracy():.1%}")
+    print(f"other processes took {share_pool:.0%} of the CPU during the pool runs, {share_seq:.0%} during the "
+          "sequential ones" + (" -- not an idle machine: the speedup is understated" if share_pool > 0.05 else ""))
+    print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Fully connected CRF (Krähenbühl & Koltun 2011) through pydensecrf, plus a persistent worker pool.
+
+RRM runs the dense CRF of equation 5 on every training image at every step (twice per image in the
+authors' code), so the CRFs of a whole batch are farmed out to a process pool that lives as long as
+the training run. This module imports numpy and pydensecrf only: spawned workers start fast.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+import pydensecrf.densecrf as dcrf
+from pydensecrf.utils import unary_from_softmax
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CRFParams:
+    """Mean-field iterations and kernel settings (defaults: AffinityNet's, used by RRM for eq. 5)."""
+
+    iterations: int = 10
+    gauss_sxy: float = 3.0
+    gauss_compat: float = 3.0
+    bi_sxy: float = 80.0
+    bi_srgb: float = 13.0
+    bi_compat: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.iterations, int) or self.iterations < 0:
+            raise ValueError(f"CRFParams.iterations must be a non-negative int, got {self.iterations!r}")
+        for name in ("gauss_sxy", "bi_sxy", "bi_srgb"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"CRFParams.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("gauss_compat", "bi_compat"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"CRFParams.{name} must be >= 0, got {getattr(self, name)!r}")
+
+
+def _check_inputs(image: np.ndarray, probs: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"image must be an (H, W, 3) uint8 array, got {getattr(image, 'shape', type(image))} "
+            f"{getattr(image, 'dtype', '')}"
+        )
+    if not isinstance(probs, np.ndarray) or probs.ndim != 3 or probs.shape[1:] != image.shape[:2]:
+        raise ValueError(
+            f"probs must be a (K, H, W) array matching image {image.shape[:2]}, "
+            f"got {getattr(probs, 'shape', type(probs))}"
+        )
+    if probs.shape[0] < 1:
+        raise ValueError("probs must hold at least one label (K >= 1)")
+
+
+def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.ndarray:
+    """Mean-field inference of a dense CRF with a Gaussian and a bilateral kernel.
+
+    image (H, W, 3) uint8 RGB; probs (K, H, W) per-label scores in [0, 1] (need not sum to 1: the
+    unary is -log(clip(probs, 1e-5)), as in RRM/AffinityNet where background and CAM scores are
+    concatenated). Returns the posterior Q, (K, H, W) float32, each pixel summing to 1.
+    """
+    _check_inputs(image, probs)
+    num_labels, height, width = probs.shape
+    crf = dcrf.DenseCRF2D(width, height, num_labels)
+    crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs.astype(np.float32, copy=False))))
+    crf.addPairwiseGaussian(sxy=params.gauss_sxy, compat=params.gauss_compat)
+    crf.addPairwiseBilateral(
+        sxy=params.bi_sxy, srgb=params.bi_srgb, rgbim=np.ascontiguousarray(image), compat=params.bi_compat
+    )
+    posterior = crf.inference(params.iterations)
+    return np.asarray(posterior, dtype=np.float32).reshape(num_labels, height, width)
+
+
+def _run_job(job: tuple[np.ndarray, np.ndarray, CRFParams]) -> np.ndarray:
+    return dense_crf(*job)
+
+
+class _Ready(Generic[T]):
+    """Handle for work done inline: computed on .get(), so the caller's own work still runs first."""
+
+    def __init__(self, compute: Callable[[], T]) -> None:
+        self._compute = compute
+        self._done = False
+        self._value: T | None = None
+
+    def get(self, timeout: float | None = None) -> T:
+        if not self._done:
+            self._value, self._done = self._compute(), True
+        return self._value  # type: ignore[return-value]
+
+
+class _Pending:
+    """Handle over pool futures kept in input order. A worker that dies (e.g. a crash inside the C++
+    CRF) makes .get() raise BrokenProcessPool instead of hanging the training loop."""
+
+    def __init__(self, futures: list[Future]) -> None:
+        self._futures = futures
+
+    def get(self, timeout: float | None = None) -> list[np.ndarray]:
+        return [future.result(timeout) for future in self._futures]
+
+
+class CRFPool:
+    """Persistent pool of CRF worker processes ('spawn' start: safe next to torch's threads).
+
+    processes=None uses os.cpu_count(); 0 or 1 runs every CRF inline in this process. Create once,
+    reuse every step, close at the end (or use as a context manager).
+    """
+
+    def __init__(self, processes: int | None = None) -> None:
+        if processes is None:
+            processes = os.cpu_count() or 1
+        if not isinstance(processes, int) or processes < 0:
+            raise ValueError(f"processes must be None or an int >= 0, got {processes!r}")
+        self.processes, self._closed = processes, False
+        self._pool = (
+            ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+            if processes > 1
+            else None
+        )
+
+    def map_async(
+        self,
+        images: Sequence[np.ndarray],
+        probs: Sequence[np.ndarray],
+        params: CRFParams | Sequence[CRFParams],
+    ) -> _Ready[list[np.ndarray]] | _Pending:
+        """Submit the CRFs; the returned handle's .get() gives the posteriors in input order."""
+        if self._closed:
+            raise RuntimeError("CRFPool is closed")
+        jobs = self._jobs(images, probs, params)
+        if self._pool is None:
+            return _Ready(lambda: [_run_job(job) for job in jobs])
+        # Largest jobs are queued first, one job per task: the workers finish close together.
+        futures: list[Future | None] = [None] * len(jobs)
+        for i in sorted(range(len(jobs)), key=lambda i: -jobs[i][1].size):
+            futures[i] = self._pool.submit(_run_job, jobs[i])
+        return _Pending(futures)  # type: ignore[arg-type]
+
+    def map(
+        self,
+        images: Sequence[np.ndarray],
+        probs: Sequence[np.ndarray],
+        params: CRFParams | Sequence[CRFParams],
+    ) -> list[np.ndarray]:
+        """dense_crf over paired inputs, in parallel, order kept."""
+        return self.map_async(images, probs, params).get()
+
+    @staticmethod
+    def _jobs(
+        images: Sequence[np.ndarray], probs: Sequence[np.ndarray], params: CRFParams | Sequence[CRFParams]
+    ) -> list[tuple[np.ndarray, np.ndarray, CRFParams]]:
+        images, probs = list(images), list(probs)
+        if len(images) != len(probs):
+            raise ValueError(
+                f"images and probs must pair up, got {len(images)} images and {len(probs)} probs"
+            )
+        params_list = [params] * len(images) if isinstance(params, CRFParams) else list(params)
+        if len(params_list) != len(images):
+            raise ValueError(f"params must be one CRFParams or one per image, got {len(params_list)}")
+        for image, prob in zip(images, probs, strict=True):
+            _check_inputs(image, prob)  # fail here, in the caller, rather than inside a worker
+        return [
+            (np.ascontiguousarray(image), np.ascontiguousarray(prob, dtype=np.float32), p)
+            for image, prob, p in zip(images, probs, params_list, strict=True)
+        ]
+
+    def close(self) -> None:
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> CRFPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

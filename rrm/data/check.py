@@ -1,0 +1,178 @@
+"""`rrm check-data ROOT`: decode every listed image and mask of a VOC-layout root and report ALL problems.
+
+Unlike `VOCSegmentation` (which stops at the first bad item), this walks the whole dataset once, so a
+user fixes everything in one go before a 20,000-step run: missing files, unreadable or truncated
+images, mask/image size mismatches, mask values outside 0..20 and 255, empty or missing split lists.
+It also counts, per class, the images containing it and its pixels.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from rrm.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
+from rrm.data.voc import LIST_DIR, check_mask_values, image_path, read_split, resolve_mask_dir
+from rrm.io import load_image, load_mask
+
+# Pairs of splits that must not share ids (training on validation images would inflate mIoU).
+_DISJOINT = (("train", "val"), ("train_aug", "val"))
+
+
+@dataclass
+class CheckReport:
+    """Problems found (errors make the dataset unusable; warnings do not) and per-class counts.
+
+    `table` is indexed by class name (21 rows) with columns `images` (images containing the class)
+    and `pixels`, counted over the distinct ids of the checked splits that have masks.
+    """
+
+    errors: list[str]
+    warnings: list[str]
+    table: pd.DataFrame
+    images_checked: int = 0
+    void_pixels: int = 0
+    splits: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def _check_one(
+    root: Path, mask_dir: Path, name: str, need_mask: bool
+) -> tuple[list[str], list[str], np.ndarray]:
+    """Errors, warnings and a (256,) pixel histogram (zeros unless image and mask are both valid) for one id."""
+    errors: list[str] = []
+    notes: list[str] = []
+    histogram = np.zeros(256, dtype=np.int64)
+    path = image_path(root, name)
+    size = None
+    try:
+        image = load_image(path)  # full decode: truncated files fail here
+        size = image.shape[:2]
+        with Image.open(path) as handle:
+            if handle.mode != "RGB":
+                notes.append(f"{path}: mode {handle.mode} image, converted to RGB when read")
+    except (FileNotFoundError, ValueError) as error:
+        errors.append(str(error) if path.is_file() else f"{path}: image file missing")
+        try:  # a truncated file still has a header: keep checking the mask size against it
+            with Image.open(path) as handle:
+                size = handle.size[::-1]
+        except (OSError, SyntaxError):
+            pass
+    mask_path = mask_dir / f"{name}.png"
+    if not need_mask:
+        return errors, notes, histogram
+    if not mask_path.is_file():
+        errors.append(f"{mask_path}: mask file missing")
+        return errors, notes, histogram
+    try:
+        mask = load_mask(mask_path)
+        check_mask_values(mask, mask_path)
+    except ValueError as error:
+        errors.append(str(error))
+        return errors, notes, histogram
+    if size is not None and mask.shape != size:
+        errors.append(
+            f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image {path} "
+            f"size {size[1]}x{size[0]}"
+        )
+        return errors, notes, histogram
+    if not errors:  # count usable pairs only
+        histogram += np.bincount(mask.ravel(), minlength=256)
+    return errors, notes, histogram
+
+
+def check_dataset(
+    root: Path, splits: Sequence[str] | None = None, *, workers: int | None = None
+) -> CheckReport:
+    """Validate every image and mask listed in `splits` (default: every list in ImageSets/Segmentation).
+
+    A split none of whose ids has a mask (e.g. VOC test) is reported as a warning and only its images are
+    checked; a split where only some masks are missing reports each missing mask as an error.
+    """
+    root = Path(root)
+    errors: list[str] = []
+    notes: list[str] = []
+    table = pd.DataFrame(
+        0, index=pd.Index(CLASSES, name="class"), columns=["images", "pixels"], dtype=np.int64
+    )
+    if not root.is_dir():
+        return CheckReport([f"{root}: dataset root not found"], [], table)
+    if splits is None:
+        list_dir = root / LIST_DIR
+        splits = sorted(p.stem for p in list_dir.glob("*.txt")) if list_dir.is_dir() else []
+        if not splits:
+            return CheckReport([f"{list_dir}: no split lists (<split>.txt) found"], [], table)
+    mask_dir = resolve_mask_dir(root)
+
+    lists: dict[str, list[str]] = {}
+    for split in splits:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                lists[split] = read_split(root, split)
+            except (FileNotFoundError, ValueError) as error:
+                errors.append(str(error))
+        notes.extend(str(w.message) for w in caught)
+    for first, second in _DISJOINT:
+        shared = set(lists.get(first, ())) & set(lists.get(second, ()))
+        if shared:
+            notes.append(
+                f"splits '{first}' and '{second}' share {len(shared)} id(s), e.g. {sorted(shared)[:3]}"
+            )
+
+    need_mask: dict[str, bool] = {}
+    for split, names in lists.items():
+        with_mask = any((mask_dir / f"{name}.png").is_file() for name in names)
+        if not with_mask:
+            notes.append(f"split '{split}': no masks in {mask_dir}; only its images were checked")
+        for name in names:
+            need_mask[name] = need_mask.get(name, False) or with_mask
+
+    names = list(need_mask)
+    with ThreadPoolExecutor(
+        max_workers=workers or min(8, os.cpu_count() or 1)
+    ) as pool:  # PIL decodes without the GIL
+        results = list(pool.map(lambda n: _check_one(root, mask_dir, n, need_mask[n]), names))
+    histograms = np.zeros((len(names), 256), dtype=np.int64)
+    for i, (item_errors, item_notes, histogram) in enumerate(results):
+        errors.extend(item_errors)
+        notes.extend(item_notes)
+        histograms[i] = histogram
+    table["images"] = (histograms[:, :NUM_CLASSES] > 0).sum(axis=0)
+    table["pixels"] = histograms[:, :NUM_CLASSES].sum(axis=0)
+    return CheckReport(
+        errors,
+        notes,
+        table,
+        images_checked=len(names),
+        void_pixels=int(histograms[:, IGNORE_INDEX].sum()),
+        splits={split: len(ids) for split, ids in lists.items()},
+    )
+
+
+def format_report(report: CheckReport) -> str:
+    """Human-readable report: verdict, split sizes, every error and warning, then the per-class table."""
+    verdict = "OK" if report.ok else f"FAILED: {len(report.errors)} error(s)"
+    sizes = ", ".join(f"{split} {count:,}" for split, count in report.splits.items()) or "none"
+    lines = [f"{verdict}; {report.images_checked:,} image(s) checked; splits: {sizes}"]
+    for title, items in (("errors", report.errors), ("warnings", report.warnings)):
+        if items:
+            lines.append(f"{title} ({len(items)}):")
+            lines.extend(f"  {item}" for item in items)
+    table = report.table.copy()
+    total = table["pixels"].sum() + report.void_pixels
+    table["pixel %"] = (100.0 * table["pixels"] / total).round(2) if total else 0.0
+    lines.append(f"per-class counts (void pixels: {report.void_pixels:,}):")
+    lines.append(table.to_string())
+    return "\n".join(lines)

@@ -1,0 +1,549 @@
+"""The embedded default dataset: a deterministic, VOC-layout weakly supervised segmentation benchmark.
+
+Why it is hard in the way RRM cares about: every object is a *body* whose shape and colour come from
+one palette shared by all 20 classes, carrying a *discriminative part* (one of 4 shapes in one of 5
+saturated colours; shape x colour names the class) that covers 18-32% of the body (30% on average, so
+"label only the parts" scores ~0.32 mIoU against the full masks). An image-level classifier needs only
+the part, so an ideal CAM (paper eq. 1-2) covers the part and little of the body. Bodies are flat-coloured
+with mild texture and contrast with their surroundings, so colour affinity -- the dense CRF of the
+reliable-region step (eq. 4-7) and the dense energy loss (eq. 9-11) -- can spread a label over a whole
+body and cut a CAM's spill at its edge. A flat body is one clique for the bilateral kernel (srgb 13):
+the CRF relabels it as a whole, by the majority of its soft labels, so it recovers a body where the
+CAM already covers about half of it and shrinks the label back to the part where it covers less.
+Backgrounds are smooth random gradients with texture, distractor strokes and shapes, and part-less
+"decoy" bodies, all in muted colours no part uses, so neither "a blob is present" nor "a colour is
+present" alone names a class.
+
+Layout written under ``root`` (PASCAL VOC devkit names; the last two folders are our additions)::
+
+    JPEGImages/<id>.jpg                 RGB, JPEG quality 92
+    SegmentationClass/<id>.png          palette PNG: 0 background, 1..20 classes, 255 void border
+    SegmentationObject/<id>.png         palette PNG: 0 background, 1..k instances, 255 void border
+    SegmentationPart/<id>.png           palette PNG: instance index of the object owning each part pixel
+    ImageSets/Segmentation/{train,train_aug,val,test}.txt
+    classes.txt                         class names, one per line
+
+``train_aug`` is ``train`` plus ``n_extra`` further images (as SBD extends VOC train); val and test are
+disjoint from both and, unlike VOC's test, carry masks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from rrm.classes import CLASSES, IGNORE_INDEX, PALETTE
+from rrm.io import atomic_write, load_mask, save_mask, write_text
+
+SPLITS: tuple[str, ...] = ("train", "train_aug", "val", "test")
+JPEG_QUALITY = 92
+
+# Class c (1..20) wears part shape PART_SHAPES[(c-1) % 4] in colour PART_COLOURS[(c-1) // 4].
+PART_SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "cross")
+PART_COLOURS = np.array(
+    [(225, 30, 40), (245, 215, 20), (25, 185, 55), (35, 75, 230), (210, 40, 205)], dtype=np.float64
+)
+PART_FRACTION = (0.18, 0.32)  # part area / body area, before the minimum part size is enforced
+GLOBAL_QUANTILE = 0.03  # body colours keep >= _MIN_CONTRAST from 97% of the pixels around them
+PART_SPREAD = 0.3  # sd of the part centre around the body centroid, in body radii
+OBJECT_FRACTION = (0.08, 0.30)  # body area / image area
+_MIN_PART_DIST = 110.0  # muted colours keep this RGB distance from every part colour
+_MIN_CONTRAST = 45.0  # RGB distance a body keeps from 90% of its outline ring and 97% of the image
+_REFERENCE_SIZE = 96  # pixel constants below are for 96 x 96 images and scale with image_size
+
+
+def _scale(image_size: int) -> float:
+    return image_size / _REFERENCE_SIZE
+
+
+def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """(N, 3) HSV in [0, 1] -> (N, 3) RGB in [0, 255] (float); the standard hexcone formula."""
+    h, s, v = hsv[:, 0:1], hsv[:, 1:2], hsv[:, 2:3]
+    k = (np.array([5.0, 3.0, 1.0]) + h * 6.0) % 6.0
+    return (v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)) * 255.0
+
+
+def _muted_colours(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, 3) float RGB colours of low-to-mid saturation, far from every part colour.
+
+    Bodies, backgrounds and distractors all draw from this one palette, so colour alone never names a
+    class; only the saturated part colours (excluded here) carry class information.
+    """
+    out = np.empty((0, 3))
+    while len(out) < n:
+        hsv = np.stack([rng.random(4 * n), rng.uniform(0.0, 0.5, 4 * n), rng.uniform(0.15, 0.92, 4 * n)], 1)
+        rgb = _hsv_to_rgb(hsv)
+        far = np.linalg.norm(rgb[:, None] - PART_COLOURS[None], axis=2).min(1) >= _MIN_PART_DIST
+        out = np.concatenate([out, rgb[far]])
+    return out[:n]
+
+
+def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """(size, size, 3) random field in [-1, 1]: a cells x cells RGB grid upsampled bicubically."""
+    grid = rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)
+    up = Image.fromarray(grid, "RGB").resize((size, size), Image.BICUBIC)
+    return (np.asarray(up, dtype=np.float64) - 127.5) / 127.5
+
+
+def _window_reduce(array: np.ndarray, radius: int, reduce: np.ufunc, pad_value: int | bool) -> np.ndarray:
+    """Separable square max/min filter of half-width `radius` over a (H, W) array (whole-array ops)."""
+    h, w = array.shape
+    padded = np.pad(array, ((radius, radius), (0, 0)), constant_values=pad_value)
+    out = padded[:h]
+    for shift in range(1, 2 * radius + 1):
+        out = reduce(out, padded[shift : shift + h])
+    padded = np.pad(out, ((0, 0), (radius, radius)), constant_values=pad_value)
+    out = padded[:, :w]
+    for shift in range(1, 2 * radius + 1):
+        out = reduce(out, padded[:, shift : shift + w])
+    return out
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    return _window_reduce(mask, radius, np.maximum, False)
+
+
+def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Square erosion; outside the image counts as outside the mask, so eroded points keep clear of edges."""
+    return _window_reduce(mask, radius, np.minimum, False)
+
+
+def void_border(instances: np.ndarray, radius: int) -> np.ndarray:
+    """(H, W) bool band where the instance map changes within `radius` px (VOC's void outline).
+
+    Every object boundary -- against background or against another object -- gets a band about
+    2 * radius px wide, straddling the edge. The image frame is not a boundary.
+    """
+    padded = np.pad(instances, radius, mode="edge")  # so the frame itself is no edge
+    hi = _window_reduce(padded, radius, np.maximum, 0)[radius:-radius, radius:-radius]
+    lo = _window_reduce(padded, radius, np.minimum, 255)[radius:-radius, radius:-radius]
+    return hi != lo
+
+
+def _rasterise(polygon: np.ndarray, size: int) -> np.ndarray:
+    """(N, 2) xy vertices -> (size, size) bool mask."""
+    canvas = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(canvas).polygon([tuple(p) for p in polygon.tolist()], fill=1)
+    return np.asarray(canvas, dtype=bool)
+
+
+def _polygon_area(polygon: np.ndarray) -> float:
+    x, y = polygon[:, 0], polygon[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
+
+def _body_polygon(rng: np.random.Generator, area: float) -> np.ndarray:
+    """Vertices (centred at 0) of a random ellipse, smooth blob or polygon with the given area."""
+    kind = rng.integers(3)
+    if kind == 0:  # ellipse
+        t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+        aspect = rng.uniform(0.45, 1.0)
+        pts = np.stack([np.cos(t) / np.sqrt(aspect), np.sin(t) * np.sqrt(aspect)], 1)
+    elif kind == 1:  # smooth blob: radius with a few low harmonics
+        t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+        k = np.arange(2, 5)[:, None]
+        radius = 1 + (rng.uniform(0, 0.2, (3, 1)) * np.cos(k * t + rng.uniform(0, 2 * np.pi, (3, 1)))).sum(0)
+        pts = np.stack([np.cos(t), np.sin(t)], 1) * radius[:, None]
+    else:  # star-shaped polygon
+        n = rng.integers(5, 9)
+        t = np.sort(rng.uniform(0, 2 * np.pi, n))
+        pts = np.stack([np.cos(t), np.sin(t)], 1) * rng.uniform(0.75, 1.25, (n, 1))
+    angle = rng.uniform(0, np.pi)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    pts = pts @ rot.T
+    return pts * np.sqrt(area / _polygon_area(pts))
+
+
+def _part_offsets(shape: str, area: float, angle: float) -> np.ndarray:
+    """(N, 2) integer (dy, dx) pixel offsets, around 0, of a class part with about the given area."""
+    if shape == "disc":
+        t = np.linspace(0, 2 * np.pi, 32, endpoint=False)
+        pts = np.stack([np.cos(t), np.sin(t)], 1)
+    elif shape == "square":
+        pts = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)], dtype=np.float64)
+    elif shape == "triangle":
+        t = np.array([-np.pi / 2, np.pi / 6, 5 * np.pi / 6])
+        pts = np.stack([np.cos(t), np.sin(t)], 1)
+    else:  # cross: arms one third of the span wide
+        a, b = 1.0, 1.0 / 3.0
+        pts = np.array(
+            [
+                (-b, -a),
+                (b, -a),
+                (b, -b),
+                (a, -b),
+                (a, b),
+                (b, b),
+                (b, a),
+                (-b, a),
+                (-b, b),
+                (-a, b),
+                (-a, -b),
+                (-b, -b),
+            ],
+            dtype=np.float64,
+        )
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    pts = (pts @ rot.T) * np.sqrt(area / _polygon_area(pts))
+    half = int(np.ceil(np.abs(pts).max())) + 1
+    drawn = _rasterise(pts + half, 2 * half + 1)
+    return np.argwhere(drawn) - half
+
+
+def _outline(offsets: np.ndarray) -> np.ndarray:
+    """Bool per offset: True where a 4-neighbour is outside the shape (its outline pixels)."""
+    half = int(np.abs(offsets).max()) + 1
+    grid = np.zeros((2 * half + 1,) * 2, bool)
+    grid[offsets[:, 0] + half, offsets[:, 1] + half] = True
+    interior = grid[1:-1, 1:-1] & grid[:-2, 1:-1] & grid[2:, 1:-1] & grid[1:-1, :-2] & grid[1:-1, 2:]
+    return ~interior[offsets[:, 0] + half - 1, offsets[:, 1] + half - 1]
+
+
+def _fits(core: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(H, W) bool: centres c with core[c + o] True for every offset o (outside the image is False).
+
+    Testing the outline offsets suffices for hole-free cores; the caller re-checks the full part.
+    """
+    pad = int(np.abs(offsets).max())
+    padded = np.pad(core, pad, constant_values=False)
+    h, w = core.shape
+    fits = core.copy()
+    for dy, dx in offsets.tolist():
+        fits &= padded[pad + dy : pad + dy + h, pad + dx : pad + dx + w]
+    return fits
+
+
+def _draw_clutter(rng: np.random.Generator, canvas: np.ndarray, s: float) -> np.ndarray:
+    """Distractor strokes and small shapes, plus 0-1 part-less decoy body, in muted colours."""
+    size = canvas.shape[0]
+    img = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    n = int(rng.integers(4, 10))
+    colours = _muted_colours(rng, n + 1).astype(int)
+    for i in range(n):
+        colour = tuple(colours[i])
+        kind = rng.integers(4)
+        x0, y0 = rng.uniform(-0.1, 1.1, 2) * size
+        extent = rng.uniform(6, 26) * s
+        if kind == 0:  # stroke
+            angle = rng.uniform(0, 2 * np.pi)
+            x1, y1 = x0 + 2 * extent * np.cos(angle), y0 + 2 * extent * np.sin(angle)
+            draw.line([(x0, y0), (x1, y1)], fill=colour, width=max(1, int(round(rng.uniform(1, 3.5) * s))))
+        elif kind == 1:  # arc
+            box = [x0 - extent, y0 - extent, x0 + extent, y0 + extent]
+            start = rng.uniform(0, 360)
+            draw.arc(
+                box,
+                start,
+                start + rng.uniform(60, 270),
+                fill=colour,
+                width=max(1, int(round(rng.uniform(1, 3) * s))),
+            )
+        elif kind == 2:  # small filled ellipse or rectangle (shapes like parts, colours unlike them)
+            box = [x0, y0, x0 + extent * rng.uniform(0.4, 1), y0 + extent * rng.uniform(0.4, 1)]
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+        else:  # small polygon
+            pts = _body_polygon(rng, (extent * 0.6) ** 2) + (x0, y0)
+            draw.polygon([tuple(p) for p in pts.tolist()], fill=colour)
+    out = np.asarray(img, dtype=np.float64).copy()
+    if rng.random() < 0.5:  # a decoy: looks like a body, has no part, so it is background
+        area = rng.uniform(0.03, 0.08) * size * size
+        pts = _body_polygon(rng, area) + rng.uniform(0.15, 0.85, 2) * size
+        out[_rasterise(pts, size)] = colours[n]
+    return out
+
+
+def _pick_body_colour(
+    rng: np.random.Generator, canvas: np.ndarray, mask: np.ndarray, ring: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """The muted colour (of 32 candidates) that best contrasts with the rest of the image.
+
+    Score: the smaller of the 10th-percentile RGB distance to the ring just outside `mask` (so the body
+    has visible edges) and the 3rd-percentile distance to every pixel outside it (so few background
+    pixels share its colour: the CRF's bilateral kernel spans the whole 96 px image, and background
+    pixels of the body's colour would vote the body back to background).
+    """
+    candidates = _muted_colours(rng, 32)
+    around, outside = canvas[ring], canvas[~mask][::11]  # a subsample is plenty for a percentile
+    if len(around) == 0:
+        return candidates[0], np.inf
+
+    def distance_quantile(pixels: np.ndarray, q: float) -> np.ndarray:
+        squared = ((pixels[:, None, :] - candidates[None]) ** 2).sum(-1)  # (n_pixels, 32)
+        k = int(q * (len(pixels) - 1))
+        return np.sqrt(np.partition(squared, k, axis=0)[k])
+
+    score = np.minimum(distance_quantile(around, 0.1), distance_quantile(outside, GLOBAL_QUANTILE))
+    best = int(np.argmax(score))
+    return candidates[best], float(score[best])
+
+
+def render_image(rng: np.random.Generator, classes: list[int], image_size: int) -> dict[str, np.ndarray]:
+    """Draw one image with one object per entry of `classes` (later objects may occlude earlier bodies).
+
+    Returns ``image`` (H, W, 3) uint8, ``label`` (H, W) uint8 class map with 255 borders, ``instance``
+    (H, W) uint8 instance map (1..k in drawing order, 255 borders) and ``part`` (H, W) uint8 holding the
+    instance index of the object whose part covers each pixel (0 elsewhere). Parts are never occluded
+    and never touch a border, so each listed class stays recognisable.
+    """
+    size, s = image_size, _scale(image_size)
+    border = max(1, int(round(s)))
+    cells = int(rng.integers(2, 5))  # a smooth gradient through cells x cells random muted colours
+    grid = _muted_colours(rng, cells * cells).reshape(cells, cells, 3)
+    img = Image.fromarray(grid.astype(np.uint8), "RGB").resize((size, size), Image.BICUBIC)
+    canvas = np.asarray(img, dtype=np.float64).copy()
+    canvas += 14.0 * _smooth_field(rng, size, max(4, size // 8))  # background texture
+    canvas = _draw_clutter(rng, canvas, s)
+
+    instance = np.zeros((size, size), np.uint8)
+    part = np.zeros((size, size), np.uint8)
+    protected = np.zeros((size, size), bool)  # earlier parts plus a margin: no later body may cover them
+    areas: list[int] = []
+    labels: list[int] = []
+    for cls in classes:
+        placed = False
+        for attempt in range(60):
+            shrink = 0.985**attempt
+            area = rng.uniform(*OBJECT_FRACTION) * size * size * shrink
+            pts = _body_polygon(rng, area)
+            radius = np.sqrt(area / np.pi)  # the body may leave the frame by up to 0.4 radius
+            mask = _rasterise(pts + rng.uniform(0.6 * radius, size - 0.6 * radius, 2), size)
+            if mask.sum() < 0.5 * OBJECT_FRACTION[0] * size * size * shrink or (mask & protected).any():
+                continue
+            # earlier objects must keep at least half their area visible
+            if any(((instance == k + 1) & ~mask).sum() < 0.5 * areas[k] for k in range(len(areas))):
+                continue
+            ring = _dilate(mask, border + 1) & ~mask
+            colour, contrast = _pick_body_colour(rng, canvas, mask, ring)
+            if contrast < _MIN_CONTRAST:
+                continue
+            body_area = int(mask.sum())
+            shape = PART_SHAPES[(cls - 1) % len(PART_SHAPES)]
+            min_area = (8.0 * s) ** 2  # parts stay >= ~8x8 px at 96 px so a stride-8 network sees them
+            part_area = max(rng.uniform(*PART_FRACTION) * body_area, min_area)
+            offsets = _part_offsets(shape, part_area, rng.uniform(-0.26, 0.26))
+            core = _erode(mask, border)  # the part keeps clear of the void border
+            centres = np.argwhere(_fits(core, offsets[_outline(offsets)]))
+            if len(centres) == 0:
+                continue
+            # centre-biased: the part sits nearest a random point around the body's centroid. A CAM's halo
+            # around a central part reaches more of the body; the CRF relabels a flat body as a whole
+            # (one colour clique), so this coverage decides whether it recovers the body.
+            target = np.argwhere(mask).mean(0) + rng.normal(0.0, PART_SPREAD * np.sqrt(body_area / np.pi), 2)
+            cy, cx = centres[int(np.argmin(((centres - target) ** 2).sum(1)))]
+            part_mask = np.zeros_like(mask)
+            part_mask[offsets[:, 0] + cy, offsets[:, 1] + cx] = True
+            if (part_mask & ~core).any():  # the outline test missed a hole in the core: try again
+                continue
+            instance[mask] = len(areas) + 1
+            areas.append(body_area)
+            labels.append(cls)
+            texture = 7.0 * _smooth_field(rng, size, max(3, size // 16))[mask]
+            canvas[mask] = colour + texture
+            jitter = rng.uniform(-8, 8, 3)
+            canvas[part_mask] = PART_COLOURS[(cls - 1) // len(PART_SHAPES)] + jitter
+            part[part_mask] = len(areas)
+            protected |= _dilate(part_mask, 2 * border + 1)
+            placed = True
+            break
+        if not placed and not labels:
+            raise RuntimeError(f"could not place a first object of class {cls} at image_size {size}")
+
+    void = void_border(instance, border)
+    lut = np.array([0] + labels + [0] * (256 - len(labels) - 1), np.uint8)
+    label = lut[instance]
+    label[void] = IGNORE_INDEX
+    instance_out = instance.copy()
+    instance_out[void] = IGNORE_INDEX
+    part[void] = 0  # by construction parts keep clear of borders; this only guards rounding
+    canvas += rng.normal(0.0, 3.0, canvas.shape)  # sensor noise, mild against the CRF's srgb=13
+    image = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
+    return {"image": image, "label": label, "instance": instance_out, "part": part}
+
+
+def _plan_classes(
+    rng: np.random.Generator, n_images: int, min_objects: int, max_objects: int, n_fg: int
+) -> list[list[int]]:
+    """Per-image class lists whose concatenation walks through random permutations of all classes,
+    so every class appears about equally often in every split."""
+    counts = rng.integers(min_objects, max_objects + 1, n_images)
+    total = int(counts.sum())
+    sequence = np.concatenate([rng.permutation(n_fg) + 1 for _ in range(total // n_fg + 1)])[:total]
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    return [sequence[a:b].tolist() for a, b in zip(starts[:-1], starts[1:], strict=True)]
+
+
+def _image_record(label: np.ndarray, instance: np.ndarray | None, part: np.ndarray | None) -> dict:
+    """Per-image numbers that the dataset statistics are built from (same code for memory and disk)."""
+    total = label.size
+    classes = sorted(int(c) for c in np.unique(label) if c not in (0, IGNORE_INDEX))
+    record = {
+        "classes": classes,
+        "foreground": float(np.isin(label, classes).sum() / total),
+        "ignore": float((label == IGNORE_INDEX).sum() / total),
+        "objects": None if instance is None else [],
+    }
+    if instance is not None:
+        for k in (int(k) for k in np.unique(instance) if k not in (0, IGNORE_INDEX)):
+            obj = instance == k
+            entry = {"fraction": float(obj.sum() / total)}
+            if part is not None:
+                entry["part_fraction"] = float((part == k).sum() / obj.sum())
+            record["objects"].append(entry)
+    return record
+
+
+def _summarise(records: dict[str, dict], splits: dict[str, list[str]], names: list[str]) -> dict:
+    with_objects = [r["objects"] for r in records.values() if r["objects"] is not None]
+    objects = [o for r in with_objects for o in r]
+    parts = [o["part_fraction"] for o in objects if "part_fraction" in o]
+    stats = {
+        "num_images": {split: len(ids) for split, ids in splits.items()},
+        "class_image_counts": {
+            split: {names[c]: sum(c in records[i]["classes"] for i in ids) for c in range(1, len(names))}
+            for split, ids in splits.items()
+        },
+        "mean_objects_per_image": float(np.mean([len(r) for r in with_objects])) if with_objects else None,
+        "mean_classes_per_image": float(np.mean([len(r["classes"]) for r in records.values()])),
+        "mean_foreground_fraction": float(np.mean([r["foreground"] for r in records.values()])),
+        "mean_ignore_fraction": float(np.mean([r["ignore"] for r in records.values()])),
+        "mean_object_fraction": float(np.mean([o["fraction"] for o in objects])) if objects else None,
+        "mean_part_fraction": float(np.mean(parts)) if parts else None,
+    }
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in stats.items()}
+
+
+def _check_arguments(
+    image_size: int, counts: dict[str, int], min_objects: int, max_objects: int, num_classes: int
+) -> None:
+    if not 40 <= image_size <= 1024:
+        raise ValueError(f"image_size: must be between 40 and 1024, got {image_size}")
+    for name, value in counts.items():
+        if value < (0 if name == "n_extra" else 1):
+            raise ValueError(f"{name}: must be >= {0 if name == 'n_extra' else 1}, got {value}")
+    if not 1 <= min_objects <= max_objects <= 6:
+        raise ValueError(
+            f"min_objects/max_objects: need 1 <= min <= max <= 6, got {min_objects}, {max_objects}"
+        )
+    if not 2 <= num_classes <= len(CLASSES):
+        raise ValueError(f"num_classes: must be between 2 and {len(CLASSES)}, got {num_classes}")
+
+
+def _write_sample(job: tuple[Path, str, int, int, list[int], int]) -> dict:
+    """Render one image from its own seed, write its JPEG and three masks, return its stats record."""
+    root, image_id, seed, index, classes, image_size = job
+    sample = render_image(np.random.default_rng([seed, index]), classes, image_size)
+    pil = Image.fromarray(sample["image"])
+    atomic_write(
+        root / "JPEGImages" / f"{image_id}.jpg", lambda f: pil.save(f, format="JPEG", quality=JPEG_QUALITY)
+    )
+    save_mask(root / "SegmentationClass" / f"{image_id}.png", sample["label"])
+    save_mask(root / "SegmentationObject" / f"{image_id}.png", sample["instance"])
+    save_mask(root / "SegmentationPart" / f"{image_id}.png", sample["part"])
+    return _image_record(sample["label"], sample["instance"], sample["part"])
+
+
+def generate_dataset(
+    root: Path,
+    *,
+    seed: int = 0,
+    image_size: int = 96,
+    n_train: int = 400,
+    n_extra: int = 200,
+    n_val: int = 100,
+    n_test: int = 100,
+    min_objects: int = 1,
+    max_objects: int = 3,
+    num_classes: int = 21,
+) -> dict:
+    """Write the embedded dataset under `root` (VOC layout, see the module docstring); return its stats.
+
+    Deterministic: the same arguments give byte-identical files. Each image draws from its own
+    generator seeded by (seed, image index), and each split's class plan from (seed, split), so
+    images do not depend on the order they are written in. Returns the same dict as `dataset_stats`.
+    """
+    root = Path(root)
+    counts = {"n_train": n_train, "n_extra": n_extra, "n_val": n_val, "n_test": n_test}
+    _check_arguments(image_size, counts, min_objects, max_objects, num_classes)
+    names = list(CLASSES[:num_classes])
+    blocks = list(zip(("train", "extra", "val", "test"), counts.values(), strict=True))
+    plan: list[tuple[str, list[int]]] = []
+    for block_index, (block, n) in enumerate(blocks):
+        rng = np.random.default_rng([seed, 1_000_003, block_index])
+        plan += [
+            (block, classes) for classes in _plan_classes(rng, n, min_objects, max_objects, num_classes - 1)
+        ]
+
+    ids = [f"emb_{index:06d}" for index in range(len(plan))]
+    jobs = [
+        (root, image_id, seed, index, classes, image_size)
+        for index, (image_id, (_, classes)) in enumerate(zip(ids, plan, strict=True))
+    ]
+    results = [_write_sample(job) for job in tqdm(jobs, desc="embedded dataset", unit="img")]
+    records = dict(zip(ids, results, strict=True))
+
+    block_ids = {block: [i for i, (b, _) in zip(ids, plan, strict=True) if b == block] for block, _ in blocks}
+    splits = {
+        "train": block_ids["train"],
+        "train_aug": block_ids["train"] + block_ids["extra"],
+        "val": block_ids["val"],
+        "test": block_ids["test"],
+    }
+    for split, split_ids in splits.items():
+        write_text(root / "ImageSets" / "Segmentation" / f"{split}.txt", "".join(f"{i}\n" for i in split_ids))
+    write_text(root / "classes.txt", "".join(f"{name}\n" for name in names))
+    return _summarise(records, splits, names)
+
+
+def dataset_stats(root: Path) -> dict:
+    """Recompute the statistics of a VOC-layout root from its files (for reports/data/stats.json).
+
+    Works on real VOC too: object statistics need SegmentationObject/, part statistics need
+    SegmentationPart/ (embedded data only); without them those entries are empty / None.
+    """
+    root = Path(root)
+    list_dir = root / "ImageSets" / "Segmentation"
+    splits = {}
+    for split in SPLITS:
+        path = list_dir / f"{split}.txt"
+        if path.is_file():
+            splits[split] = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not splits:
+        raise FileNotFoundError(f"{list_dir}: no split lists ({', '.join(SPLITS)}) found")
+    names_file = root / "classes.txt"
+    names = names_file.read_text().split() if names_file.is_file() else list(CLASSES)
+    records = {}
+    for image_id in sorted({i for ids in splits.values() for i in ids}):
+        label = load_mask(root / "SegmentationClass" / f"{image_id}.png")
+        obj_path, part_path = (
+            root / d / f"{image_id}.png" for d in ("SegmentationObject", "SegmentationPart")
+        )
+        instance = load_mask(obj_path) if obj_path.is_file() else None
+        part = load_mask(part_path) if part_path.is_file() and instance is not None else None
+        records[image_id] = _image_record(label, instance, part)
+    return _summarise(records, splits, names)
+
+
+def save_examples(root: Path, path: Path, *, split: str = "val", n: int = 8, zoom: int = 2) -> None:
+    """Write a grid PNG: per example a column of image / class mask (void white) / parts over the image."""
+    root = Path(root)
+    ids = (root / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()[:n]
+    if not ids:
+        raise ValueError(f"{root}: split {split!r} is empty")
+    columns = []
+    for image_id in ids:
+        image = np.asarray(Image.open(root / "JPEGImages" / f"{image_id}.jpg").convert("RGB"))
+        label = load_mask(root / "SegmentationClass" / f"{image_id}.png")
+        part = load_mask(root / "SegmentationPart" / f"{image_id}.png")
+        coloured = PALETTE[label].copy()
+        coloured[label == IGNORE_INDEX] = 255
+        faded = (image * 0.35 + 160).astype(np.uint8)  # parts at full strength over a faded image
+        faded[part > 0] = image[part > 0]
+        columns.append(np.concatenate([image, coloured, faded], 0))
+    gap = np.full((columns[0].shape[0], 4, 3), 255, np.uint8)
+    grid = np.concatenate([x for c in columns for x in (c, gap)][:-1], 1)
+    grid = np.kron(grid, np.ones((zoom, zoom, 1), np.uint8))
+    atomic_write(path, lambda f: Image.fromarray(grid).save(f, format="PNG"))

@@ -1,0 +1,371 @@
+"""PASCAL VOC 2012 (+ SBD) reader: split lists, image-level labels, the dataset and the train_aug list.
+
+Layout (the devkit's, also written by the embedded dataset)::
+
+    ROOT/JPEGImages/<id>.jpg
+    ROOT/SegmentationClass/<id>.png        palette PNG, 0 background, 1..20 objects, 255 void
+    ROOT/SegmentationClassAug/<id>.png     optional: SBD masks converted to PNG (train_aug)
+    ROOT/ImageSets/Segmentation/<split>.txt one id per line
+
+RRM trains with image-level labels only (paper, "Input: Images I with their image-level class
+labels C_fg"); those labels are read from the masks (`image_labels`) or from a labels file.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from rrm.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
+from rrm.io import load_image, load_mask
+
+NUM_FG = NUM_CLASSES - 1  # 20 foreground classes; labels vectors index class c at c - 1
+LIST_DIR = Path("ImageSets") / "Segmentation"
+IMAGE_DIR = "JPEGImages"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# VOC 2012 sizes: train_aug (VOC train + SBD train/val - VOC val), val, test.
+VOC_COUNTS = {"train_aug": 10_582, "val": 1_449, "test": 1_456}
+MAX_LISTED = 20  # problems quoted in one error message; the rest are counted
+
+
+def _list_path(root: Path, split: str) -> Path:
+    return root / LIST_DIR / f"{split}.txt"
+
+
+def _read_ids(path: Path) -> list[str]:
+    """Ids from a list file: first token per line; path-like tokens ('/JPEGImages/x.jpg ...') give their stem."""
+    ids = []
+    for line in path.read_text().splitlines():
+        tokens = line.split()
+        if not tokens or tokens[0].startswith("#"):
+            continue
+        token = tokens[0]
+        ids.append(Path(token).stem if "/" in token or token.lower().endswith(IMAGE_SUFFIXES) else token)
+    return ids
+
+
+def read_split(root: Path, split: str) -> list[str]:
+    """Ids listed in ROOT/ImageSets/Segmentation/<split>.txt, in file order, duplicates dropped with a warning."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: dataset root not found")
+    path = _list_path(root, split)
+    if not path.is_file():
+        found = sorted(p.stem for p in (root / LIST_DIR).glob("*.txt")) if (root / LIST_DIR).is_dir() else []
+        available = ", ".join(found) if found else f"none ({root / LIST_DIR} has no .txt lists)"
+        raise FileNotFoundError(f"{path}: split list '{split}' not found; splits available: {available}")
+    ids = _read_ids(path)
+    if not ids:
+        raise ValueError(f"{path}: split '{split}' is empty (no ids listed)")
+    unique = list(dict.fromkeys(ids))
+    if len(unique) < len(ids):
+        warnings.warn(f"{path}: {len(ids) - len(unique)} duplicate id(s) ignored", stacklevel=2)
+    return unique
+
+
+def resolve_mask_dir(root: Path, mask_dir: str | None = None) -> Path:
+    """ROOT/<mask_dir>; by default SegmentationClassAug (SBD, covers train_aug) if present, else SegmentationClass."""
+    root = Path(root)
+    if mask_dir is not None:
+        return root / mask_dir
+    aug = root / "SegmentationClassAug"
+    return aug if aug.is_dir() else root / "SegmentationClass"
+
+
+def image_path(root: Path, name: str) -> Path:
+    """ROOT/JPEGImages/<name>.jpg, or a .jpeg/.png sibling if only that exists (the .jpg path if none does)."""
+    base = Path(root) / IMAGE_DIR
+    for suffix in IMAGE_SUFFIXES:
+        path = base / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    return base / f"{name}.jpg"
+
+
+def _value_counts(mask: np.ndarray) -> np.ndarray:
+    """(256,) pixel count per uint8 value (bincount: much faster than np.unique on large masks)."""
+    values = np.asarray(mask).ravel()
+    if values.dtype.kind not in "ui" or (values.size and values.min() < 0):
+        raise ValueError(f"mask: expected non-negative integer class indices, got {values.dtype}")
+    return np.bincount(values, minlength=256)
+
+
+def _check_counts(counts: np.ndarray, path: Path | str) -> np.ndarray:
+    counts = counts.copy()
+    counts[IGNORE_INDEX] = 0
+    bad = np.flatnonzero(counts[NUM_CLASSES:]) + NUM_CLASSES
+    if bad.size:
+        raise ValueError(
+            f"{path}: mask values outside 0..{NUM_CLASSES - 1} and {IGNORE_INDEX}: {bad.tolist()}"
+        )
+    return counts
+
+
+def check_mask_values(mask: np.ndarray, path: Path | str) -> None:
+    """Raise if the (H, W) mask holds values other than the 21 class indices and 255 (void)."""
+    _check_counts(_value_counts(mask), path)
+
+
+def image_labels(mask: np.ndarray, path: Path | str = "mask") -> np.ndarray:
+    """(20,) float32 multi-hot of the foreground classes present in a (H, W) mask (0 and 255 excluded).
+
+    Raises, naming `path`, if the mask holds values other than 0..20 and 255.
+    """
+    counts = _check_counts(_value_counts(mask), path)
+    return (counts[1:NUM_CLASSES] > 0).astype(np.float32)
+
+
+def _class_index(token: object, where: str) -> int | None:
+    """A class token -> foreground index 1..20; 0/'background' -> None; anything else raises naming `where`."""
+    if isinstance(token, str):
+        token = token.strip()
+        index = CLASSES.index(token) if token in CLASSES else int(token) if token.isdigit() else -1
+    elif isinstance(token, int) and not isinstance(token, bool):
+        index = token
+    else:
+        index = -1
+    if index == 0:
+        return None
+    if not 1 <= index < NUM_CLASSES:
+        raise ValueError(f"{where}: unknown class {token!r} (use 1..{NUM_FG} or a VOC class name)")
+    return index
+
+
+def read_label_file(path: str | Path) -> dict[str, np.ndarray]:
+    """Image-level labels from a file -> {id: (20,) float32 multi-hot}.
+
+    Two formats, chosen by the suffix:
+      * ``.json``: an object ``{"2007_000032": [1, 15], "2007_000039": ["tvmonitor"], ...}``;
+      * anything else, text: one image per line, ``<id> <class> <class> ...``; blank lines and lines
+        starting with ``#`` are ignored.
+    A class is a VOC index 1..20 (1 aeroplane ... 20 tvmonitor) or its name from `rrm.classes.CLASSES`;
+    0 / "background" is accepted and ignored. An id with no class has no foreground label.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: labels file not found")
+    entries: list[tuple[str, list[object], str]] = []
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{path}: expected a JSON object {{id: [class, ...]}}, got {type(data).__name__}"
+            )
+        for name, classes in data.items():
+            if not isinstance(classes, list):
+                raise ValueError(f"{path}: entry {name!r} must be a list of classes, got {classes!r}")
+            entries.append((str(name), classes, f"{path}: entry {name!r}"))
+    else:
+        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+            tokens = line.split()
+            if tokens and not tokens[0].startswith("#"):
+                entries.append((tokens[0], list(tokens[1:]), f"{path}:{lineno}"))
+    labels: dict[str, np.ndarray] = {}
+    for name, classes, where in entries:
+        if name in labels:
+            raise ValueError(f"{where}: id {name!r} listed twice")
+        vector = np.zeros(NUM_FG, dtype=np.float32)
+        for token in classes:
+            index = _class_index(token, where)
+            if index is not None:
+                vector[index - 1] = 1.0
+        labels[name] = vector
+    if not labels:
+        raise ValueError(f"{path}: labels file lists no images")
+    return labels
+
+
+def _raise_problems(what: str, problems: list[str]) -> None:
+    if problems:
+        shown = problems[:MAX_LISTED]
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise ValueError(f"{what}: {len(problems)} problem(s):\n  " + "\n  ".join(shown) + more)
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"{path}: unreadable file ({error})") from error
+
+
+class VOCSegmentation(torch.utils.data.Dataset):
+    """VOC-layout dataset returning dict(name, image (H, W, 3) uint8, mask (H, W) uint8 | None, labels (20,)).
+
+    `weak=True` is for training with image-level labels only: images without any foreground label carry
+    no supervision for the classification loss, so they are skipped (names in `self.skipped`) with a warning.
+    `validate=True` checks, before any training, that every listed image and mask exists and that their
+    header sizes agree; every item is still checked when read (truncated image, mask size and values).
+    A full decode of every file is `rrm.data.check.check_dataset`'s job.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        *,
+        mask_dir: str | None = None,
+        labels_file: str | Path | None = None,
+        weak: bool = False,
+        validate: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        names = read_split(self.root, split)
+        self.list_path = _list_path(self.root, split)
+        self.mask_dir = resolve_mask_dir(self.root, mask_dir)
+        self.file_labels = read_label_file(labels_file) if labels_file is not None else None
+
+        if self.file_labels is None and not self.mask_dir.is_dir():
+            raise FileNotFoundError(
+                f"{self.mask_dir}: mask folder not found (masks or a labels_file give the image-level labels)"
+            )
+        listed = f"listed in {self.list_path}"
+        problems = []
+        has_mask = [self.mask_path(name).is_file() for name in names]
+        # Masks may be absent only as a whole, and only when a labels file gives the labels (e.g. VOC test).
+        self.has_masks = self.file_labels is None or any(has_mask)
+        for name, mask_found in zip(names, has_mask, strict=True):
+            image = image_path(self.root, name)
+            if not image.is_file():
+                problems.append(f"{image}: image file missing ({listed})")
+            if self.has_masks and not mask_found:
+                problems.append(f"{self.mask_path(name)}: mask file missing ({listed})")
+            if self.file_labels is not None and name not in self.file_labels:
+                problems.append(f"{labels_file}: no labels for {name!r} ({listed})")
+            if validate and image.is_file() and self.has_masks and mask_found:
+                try:
+                    image_size, mask_size = _header_size(image), _header_size(self.mask_path(name))
+                except ValueError as error:
+                    problems.append(str(error))
+                    continue
+                if image_size != mask_size:
+                    problems.append(
+                        f"{self.mask_path(name)}: mask size {mask_size[0]}x{mask_size[1]} differs from "
+                        f"image {image} size {image_size[0]}x{image_size[1]}"
+                    )
+        _raise_problems(f"{self.list_path} ({split} split of {self.root})", problems)
+
+        self._labels: dict[str, np.ndarray] = dict(self.file_labels) if self.file_labels is not None else {}
+        self.skipped: list[str] = []
+        if weak:
+            if self.file_labels is None:
+                problems = []
+                for name in names:
+                    try:
+                        self._labels[name] = self._read_mask(name)[1]
+                    except ValueError as error:
+                        problems.append(str(error))
+                _raise_problems(f"{self.list_path} ({split} split of {self.root})", problems)
+            self.skipped = [name for name in names if not self._labels[name].any()]
+            if self.skipped:
+                preview = ", ".join(self.skipped[:5]) + (", ..." if len(self.skipped) > 5 else "")
+                warnings.warn(
+                    f"{self.list_path}: {len(self.skipped)} of {len(names)} image(s) have no foreground "
+                    f"label and are skipped for weak training: {preview}",
+                    stacklevel=2,
+                )
+            names = [name for name in names if self._labels[name].any()]
+            if not names:
+                raise ValueError(f"{self.list_path}: no image of split '{split}' has a foreground label")
+        self.names = names
+
+    def mask_path(self, name: str) -> Path:
+        return self.mask_dir / f"{name}.png"
+
+    def _read_mask(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) uint8 mask and its (20,) labels; raises naming the file on a missing file or bad values."""
+        path = self.mask_path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: mask file missing (listed in {self.list_path})")
+        mask = load_mask(path)
+        return mask, image_labels(mask, path)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> dict:
+        name = self.names[index]
+        image = load_image(image_path(self.root, name))  # raises naming the file on truncated/corrupt data
+        mask, mask_labels = None, None
+        if self.has_masks:
+            mask, mask_labels = self._read_mask(name)
+            if mask.shape != image.shape[:2]:
+                raise ValueError(
+                    f"{self.mask_path(name)}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image "
+                    f"{image_path(self.root, name)} size {image.shape[1]}x{image.shape[0]}"
+                )
+        labels = self._labels.get(name, mask_labels)  # a labels file, if given, takes precedence
+        return {"name": name, "image": image, "mask": mask, "labels": labels.copy()}
+
+
+def _sbd_ids(voc_root: Path, sbd_root: Path | None) -> tuple[list[str], str]:
+    """SBD ids (train + val) and a description of where they came from."""
+    if sbd_root is None:
+        aug = voc_root / "SegmentationClassAug"
+        if aug.is_dir():
+            return [p.stem for p in aug.glob("*.png")], str(aug)
+        raise FileNotFoundError(
+            f"{voc_root}: no SBD found for train_aug: pass sbd_root or put SegmentationClassAug/ under the VOC root"
+        )
+    sbd_root = Path(sbd_root)
+    if not sbd_root.is_dir():
+        raise FileNotFoundError(f"{sbd_root}: SBD root not found")
+    for base in (sbd_root, sbd_root / "dataset"):  # benchmark_RELEASE/ or benchmark_RELEASE/dataset/
+        lists = [base / "train.txt", base / "val.txt"]
+        if any(p.is_file() for p in lists):
+            found = [p for p in lists if p.is_file()]
+            return [name for p in found for name in _read_ids(p)], " + ".join(map(str, found))
+        if (base / "cls").is_dir():
+            return [p.stem for p in (base / "cls").glob("*.mat")], str(base / "cls")
+    for folder in (sbd_root / "SegmentationClassAug", sbd_root):
+        pngs = [p.stem for p in folder.glob("*.png")] if folder.is_dir() else []
+        if pngs:
+            return pngs, str(folder)
+    raise FileNotFoundError(
+        f"{sbd_root}: no SBD ids found (looked for train.txt/val.txt, dataset/train.txt, cls/*.mat, "
+        "SegmentationClassAug/*.png)"
+    )
+
+
+def build_train_aug(
+    voc_root: Path, sbd_root: Path | None = None, *, expect_voc_counts: bool | None = None
+) -> list[str]:
+    """train_aug ids: VOC train ∪ SBD (train + val) − VOC val, sorted.
+
+    SBD ids come from SBD's train.txt/val.txt (or cls/*.mat) under `sbd_root`, or from the PNGs of a
+    SegmentationClassAug folder (under `sbd_root`, else under `voc_root`). With `expect_voc_counts`
+    (default: when `voc_root` is named VOC2012, i.e. looks like the real devkit) the sizes are compared
+    with VOC 2012's 10,582 train_aug / 1,449 val / 1,456 test ids and any difference is warned about.
+    """
+    voc_root = Path(voc_root)
+    train, val = read_split(voc_root, "train"), read_split(voc_root, "val")
+    sbd, source = _sbd_ids(voc_root, sbd_root)
+    ids = sorted((set(train) | set(sbd)) - set(val))
+    if expect_voc_counts is None:
+        expect_voc_counts = voc_root.absolute().name == "VOC2012"
+    if expect_voc_counts:
+        counts = {"train_aug": len(ids), "val": len(val)}
+        names = {
+            "train_aug": f"train_aug ({_list_path(voc_root, 'train')} + {source} - {_list_path(voc_root, 'val')})",
+            "val": str(_list_path(voc_root, "val")),
+        }
+        if _list_path(voc_root, "test").is_file():
+            counts["test"] = len(read_split(voc_root, "test"))
+            names["test"] = str(_list_path(voc_root, "test"))
+        for key, count in counts.items():
+            if count != VOC_COUNTS[key]:
+                warnings.warn(
+                    f"{names[key]}: {count:,} ids, VOC 2012 has {VOC_COUNTS[key]:,} for {key}", stacklevel=2
+                )
+    return ids

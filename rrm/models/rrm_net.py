@@ -1,0 +1,91 @@
+"""The RRM network: ResNet-38 shared by a classification/CAM branch and a segmentation branch (Fig. 1)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rrm.models.resnet38 import ResNet38, scaled
+from rrm.models.weights import load_rrm_weights, lr_groups
+
+NUM_FG_CLASSES = 20
+NEW_LAYERS = ("fc8.", "fc8_seg_conv1.", "fc8_seg_conv2.")
+
+
+def class_activation_map(features: torch.Tensor, fc8_weight: torch.Tensor) -> torch.Tensor:
+    """Eq. 1 before the resize RS(.): CAM^c = ReLU(sum_ch w^c_ch F_ch), at feature resolution.
+
+    features: (N, D, h, w) backbone output; fc8_weight: (K, D, 1, 1) classifier weight -> (N, K, h, w).
+    The ReLU is the authors' (PSA's `forward_cam`); callers resize and normalise (eq. 2-3).
+    """
+    return F.relu(F.conv2d(features, fc8_weight))
+
+
+class RRMNet(ResNet38):
+    """ResNet-38 plus the two branches; forward (N, 3, H, W) -> {"cls": (N, 20) logits,
+    "cam": (N, 20, h, w) ReLU'd CAM, "seg": (N, num_classes, h, w) logits}, h, w = ceil(H/8), ceil(W/8).
+
+    A subclass (as in PSA/RRM) rather than a `backbone` attribute, so the state dict has the authors' flat
+    keys (`conv1a.weight`, `b7.conv_branch2b2.weight`, `fc8.weight`, `fc8_seg_conv1.bias`). Callers upsample.
+    """
+
+    def __init__(self, *, width: float = 1.0, num_classes: int = 21, freeze_bn: bool = True) -> None:
+        super().__init__(width=width, freeze_bn=freeze_bn)
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        channels, mid = self.out_channels, scaled(512, width)
+        self.num_classes = num_classes
+        self.dropout7 = nn.Dropout2d(0.5)
+        self.fc8 = nn.Conv2d(channels, NUM_FG_CLASSES, 1, bias=False)
+        self.fc8_seg_conv1 = nn.Conv2d(channels, mid, 3, padding=12, dilation=12)
+        self.fc8_seg_conv2 = nn.Conv2d(mid, num_classes, 3, padding=12, dilation=12)
+        for conv in (self.fc8, self.fc8_seg_conv1, self.fc8_seg_conv2):
+            nn.init.xavier_uniform_(conv.weight)  # PSA and RRM use Xavier for the new layers
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, D, h, w) -> (N, 20) logits: Dropout2d(0.5), global average pooling, fc8."""
+        pooled = F.adaptive_avg_pool2d(self.dropout7(features), 1)
+        return self.fc8(pooled).flatten(1)
+
+    def segment(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, D, h, w) -> (N, num_classes, h, w) logits of the segmentation branch."""
+        return self.fc8_seg_conv2(F.relu(self.fc8_seg_conv1(features)))
+
+    def forward_cam(self, x: torch.Tensor) -> torch.Tensor:
+        """CAM only, skipping the segmentation head: (N, 3, H, W) -> (N, 20, h, w); for extra CAM scales."""
+        return class_activation_map(self.features(x), self.fc8.weight)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        features = self.features(x)
+        # CAM and segmentation read the features before dropout7, which only feeds the classifier.
+        return {
+            "cls": self.classify(features),
+            "cam": class_activation_map(features, self.fc8.weight),
+            "seg": self.segment(features),
+        }
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """The authors' SGD groups: backbone weights x1, backbone 1-d x2 (no decay), fc8/fc8_seg_* weights
+        x10, their biases x20 (no decay); frozen BatchNorm parameters are left out."""
+        return lr_groups(self, new_prefixes=NEW_LAYERS, lr=lr, weight_decay=weight_decay)
+
+
+def build_rrm(
+    *,
+    width: float = 1.0,
+    num_classes: int = 21,
+    weights: str | os.PathLike | None = None,
+    freeze_bn: bool = True,
+) -> RRMNet:
+    """The RRM network; `weights`: the authors' RRM / classification file, PSA's ImageNet ResNet-38 or one of
+    our checkpoints (see `load_rrm_weights`). `freeze_bn` False trains BatchNorm (not the authors'
+    setting)."""
+    model = RRMNet(width=width, num_classes=num_classes, freeze_bn=freeze_bn)
+    if weights is not None:
+        load_rrm_weights(model, weights)
+    return model

@@ -1,0 +1,278 @@
+"""Reliable region mining (paper eq. 4-7, Algorithm 1 lines 4-7): CAM + dense CRF -> sparse pseudo labels.
+
+Two rules, picked by MiningParams.rule:
+- "paper": eq. 4-7 as printed — one CRF on [(1 - max P_fg)^gamma, P_fg]; I_cam keeps, per class
+  (background included), the alpha_ratio most confident pixels of that class's argmax region;
+  I_final = I_cam where it agrees with the CRF argmax, else 255.
+- "code": the rule the authors' released code runs (two CRFs with background exponents gamma_low and
+  gamma_high, CAM-, background- and CRF-confidence tests; see MiningParams).
+
+Class ids: 0 background, c + 1 for CAM channel c; 255 = unreliable / unlabelled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from torch import Tensor
+
+from rrm.classes import IGNORE_INDEX
+from rrm.crf import CRFParams, CRFPool, dense_crf
+
+RULES = ("paper", "code")
+CRFJob = tuple[np.ndarray, np.ndarray, CRFParams]
+
+
+class _CRFHandle(Protocol):
+    def get(self) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class MiningParams:
+    """Settings of both mining rules.
+
+    alpha_ratio: fraction of each class's pixels kept as CAM-confident (paper: 0.4, Table 1 sweep).
+    gamma: background exponent of the paper rule (eq. 4). gamma_low / gamma_high: the code rule's two
+    CRF background exponents; gamma_high also makes its CAM label map. cam_min: CAM floor before the
+    code rule's percentile. bg_confident: background-score threshold for confident background.
+    crf_confident: minimum CRF posterior for a CRF-confident pixel. crf: kernel settings (eq. 5).
+    """
+
+    rule: str = "code"
+    alpha_ratio: float = 0.4
+    gamma: float = 4.0
+    gamma_low: float = 4.0
+    gamma_high: float = 32.0
+    cam_min: float = 0.1
+    bg_confident: float = 0.8
+    crf_confident: float = 0.8
+    crf: CRFParams = field(default_factory=CRFParams)
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ValueError(f"MiningParams.rule must be one of {RULES}, got {self.rule!r}")
+        if not 0.0 < self.alpha_ratio <= 1.0:
+            raise ValueError(f"MiningParams.alpha_ratio must be in (0, 1], got {self.alpha_ratio!r}")
+        for name in ("gamma", "gamma_low", "gamma_high"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"MiningParams.{name} must be > 0, got {getattr(self, name)!r}")
+
+
+def _as_numpy(x: np.ndarray | Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+def _prepare(image: np.ndarray, cam_norm: np.ndarray | Tensor, labels: np.ndarray | Tensor):
+    """Validate one image's inputs; return (image, present-class CAMs (K-1, H, W), class ids (K,))."""
+    cam_norm, labels = _as_numpy(cam_norm).astype(np.float32, copy=False), _as_numpy(labels)
+    if cam_norm.ndim != 3:
+        raise ValueError(f"cam_norm must be (20, H, W), got shape {cam_norm.shape}")
+    if labels.shape != cam_norm.shape[:1]:
+        raise ValueError(f"labels must be ({cam_norm.shape[0]},) to match cam_norm, got {labels.shape}")
+    if (
+        not isinstance(image, np.ndarray)
+        or image.dtype != np.uint8
+        or image.shape != (*cam_norm.shape[1:], 3)
+    ):
+        raise ValueError(
+            f"image must be a uint8 array of shape {(*cam_norm.shape[1:], 3)} to match cam_norm, got "
+            f"{getattr(image, 'shape', type(image))} {getattr(image, 'dtype', '')}"
+        )
+    present = np.flatnonzero(labels > 0.5)
+    ids = np.concatenate([[0], present + 1]).astype(np.uint8)
+    return np.ascontiguousarray(image), cam_norm[present], ids
+
+
+def _with_background(fg: np.ndarray, gamma: float) -> np.ndarray:
+    """[P_bg, P_fg] with P_bg = (1 - max_c P_fg)^gamma (eq. 4 as implemented), (K, H, W) float32."""
+    peak = fg.max(axis=0) if len(fg) else np.zeros(fg.shape[1:], np.float32)
+    bg = np.clip(1.0 - peak, 0.0, None) ** gamma
+    return np.concatenate([bg[None], fg]).astype(np.float32)
+
+
+def crf_inputs(
+    image: np.ndarray, cam_norm: np.ndarray | Tensor, labels: np.ndarray | Tensor, params: MiningParams
+) -> list[CRFJob]:
+    """The dense-CRF jobs one image needs: paper rule [gamma]; code rule [gamma_low, gamma_high].
+
+    Each job is (image (H, W, 3) uint8, probs (K, H, W) float32 over [bg, present classes], CRFParams).
+    """
+    image, fg, _ = _prepare(image, cam_norm, labels)
+    gammas = (params.gamma,) if params.rule == "paper" else (params.gamma_low, params.gamma_high)
+    return [(image, _with_background(fg, g), params.crf) for g in gammas]
+
+
+def _top_fraction(values: np.ndarray, region: np.ndarray, ratio: float) -> np.ndarray:
+    """Mask of the ceil(ratio * n) largest `values` inside `region` (n = region size).
+
+    Ties at the cut are broken by raster order (earlier pixel first), so the count is exact; the
+    ceiling keeps at least one pixel of every non-empty class. round() guards 0.7 * 10 = 7.0000001.
+    """
+    index = np.flatnonzero(region)
+    keep = math.ceil(round(ratio * index.size, 9))
+    chosen = index[np.argsort(-values.ravel()[index], kind="stable")[:keep]]
+    mask = np.zeros(region.size, dtype=bool)
+    mask[chosen] = True
+    return mask.reshape(region.shape)
+
+
+def mine_paper(
+    image: np.ndarray,
+    cam_norm: np.ndarray | Tensor,
+    labels: np.ndarray | Tensor,
+    params: MiningParams,
+    crf_posterior: np.ndarray | None = None,
+) -> np.ndarray:
+    """Eq. 4-7. image (H, W, 3) uint8, cam_norm (20, H, W) normalised (absent classes 0), labels (20,).
+
+    P = [(1 - max P_fg)^gamma, P_fg of present classes] (eq. 4); I_crf = argmax CRF(I, P) (eq. 5);
+    I_cam = argmax P on the pixels above a per-class alpha (eq. 6), alpha being set so that exactly
+    ceil(alpha_ratio * n_c) of the n_c pixels whose argmax is c stay labelled (background too);
+    I_final = I_cam where I_cam == I_crf, else 255 (eq. 7). crf_posterior: the (K, H, W) result of
+    this image's crf_inputs job, if already computed. Returns (H, W) uint8 in {0..20, 255}.
+    """
+    image, fg, ids = _prepare(image, cam_norm, labels)
+    probs = _with_background(fg, params.gamma)
+    if crf_posterior is None:
+        crf_posterior = dense_crf(image, probs, params.crf)
+    _check_posterior(crf_posterior, probs.shape, "crf_posterior")
+    crf_label = crf_posterior.argmax(axis=0)
+    cam_label, confidence = probs.argmax(axis=0), probs.max(axis=0)
+    reliable = np.zeros(cam_label.shape, dtype=bool)
+    for k in range(len(ids)):
+        reliable |= _top_fraction(confidence, cam_label == k, params.alpha_ratio)
+    keep = reliable & (cam_label == crf_label)
+    return np.where(keep, ids[cam_label], IGNORE_INDEX).astype(np.uint8)
+
+
+def mine_code(
+    image: np.ndarray,
+    cam_norm: np.ndarray | Tensor,
+    labels: np.ndarray | Tensor,
+    params: MiningParams,
+    crf_posteriors: tuple[np.ndarray, np.ndarray] | list[np.ndarray] | None = None,
+) -> np.ndarray:
+    """The authors' implemented rule. Shapes as mine_paper; crf_posteriors = (low, high), each (K, H, W).
+
+    - CAM label map: argmax of [(1 - max P_fg)^gamma_high, P_fg].
+    - CRF label: argmax of the gamma_low CRF with its background set to 255, then 0 wherever the
+      gamma_high CRF's argmax is background.
+    - CAM-confident: for each present class c, pixels whose CAM argmax is c and P_fg^c > cam_min, of
+      those the ones strictly above the value at sorted index int(n * (1 - alpha_ratio)) (the top
+      alpha_ratio); background where the CAM argmax is background and its score > bg_confident.
+    - CRF-confident: max of [gamma_high background posterior, gamma_low class posteriors] >= crf_confident.
+    - Final: the CRF label where CAM- and CRF-confident, 255 elsewhere. Returns (H, W) uint8.
+    """
+    image, fg, ids = _prepare(image, cam_norm, labels)
+    if crf_posteriors is None:
+        crf_posteriors = [
+            dense_crf(image, _with_background(fg, g), params.crf)
+            for g in (params.gamma_low, params.gamma_high)
+        ]
+    if len(crf_posteriors) != 2:
+        raise ValueError(f"crf_posteriors must be (low, high), got {len(crf_posteriors)} arrays")
+    low, high = crf_posteriors
+    for name, post in (("crf_posteriors[0]", low), ("crf_posteriors[1]", high)):
+        _check_posterior(post, (len(ids), *fg.shape[1:]), name)
+
+    cam_all = _with_background(fg, params.gamma_high)
+    cam_label = cam_all.argmax(axis=0)
+    low_label, high_label = low.argmax(axis=0), high.argmax(axis=0)
+    crf_label = np.where(low_label == 0, IGNORE_INDEX, ids[low_label])
+    crf_label[high_label == 0] = 0
+
+    cam_sure = (cam_label == 0) & (cam_all[0] > params.bg_confident)
+    for k in range(1, len(ids)):
+        values = np.where(cam_label == k, cam_all[k], 0.0)
+        ranked = np.sort(values[values > params.cam_min])
+        if ranked.size:  # no pixel above cam_min: nothing of this class is CAM-confident
+            cutoff = ranked[int(ranked.size * (1.0 - params.alpha_ratio))]
+            cam_sure |= values > cutoff
+    crf_sure = np.concatenate([high[:1], low[1:]]).max(axis=0) >= params.crf_confident
+    return np.where(cam_sure & crf_sure, crf_label, IGNORE_INDEX).astype(np.uint8)
+
+
+def _check_posterior(posterior: np.ndarray, shape: tuple[int, ...], name: str) -> None:
+    if not isinstance(posterior, np.ndarray) or posterior.shape != tuple(shape):
+        raise ValueError(
+            f"{name} must be a {tuple(shape)} array over [background, present classes], "
+            f"got {getattr(posterior, 'shape', type(posterior))}"
+        )
+
+
+class MiningHandle:
+    """Pending mining of a batch; .get() applies each image's rule as soon as its CRFs are back, so
+    the rules of early images overlap the CRFs still running -> (N, H, W) uint8."""
+
+    def __init__(
+        self,
+        pending: list[tuple[int, _CRFHandle]],
+        images: np.ndarray,
+        cams: np.ndarray,
+        labels: np.ndarray,
+        params: MiningParams,
+        roi: np.ndarray | None,
+    ) -> None:
+        self._pending, self._images, self._cams = pending, images, cams
+        self._labels, self._params, self._roi = labels, params, roi
+
+    def get(self) -> np.ndarray:
+        out = np.empty(self._cams.shape[:1] + self._cams.shape[2:], dtype=np.uint8)
+        for n, crf_handle in self._pending:
+            posteriors = crf_handle.get()
+            if self._params.rule == "paper":
+                out[n] = mine_paper(
+                    self._images[n], self._cams[n], self._labels[n], self._params, posteriors[0]
+                )
+            else:
+                out[n] = mine_code(self._images[n], self._cams[n], self._labels[n], self._params, posteriors)
+        if self._roi is not None:
+            out[~self._roi] = IGNORE_INDEX
+        return out
+
+
+def mine_batch_async(
+    images: np.ndarray,
+    cams: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray,
+    params: MiningParams,
+    pool: CRFPool,
+    roi: np.ndarray | None = None,
+) -> MiningHandle:
+    """Submit every CRF of the batch to the pool at once and return a handle; see mine_batch."""
+    cams_np, labels_np = _as_numpy(cams).astype(np.float32, copy=False), _as_numpy(labels)
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(
+            f"images must be an (N, H, W, 3) uint8 array, got {getattr(images, 'shape', images)}"
+        )
+    if cams_np.ndim != 4 or cams_np.shape[0] != images.shape[0] or cams_np.shape[2:] != images.shape[1:3]:
+        raise ValueError(f"cams must be (N, 20, H, W) matching images {images.shape}, got {cams_np.shape}")
+    if labels_np.shape != cams_np.shape[:2]:
+        raise ValueError(f"labels must be {cams_np.shape[:2]}, got {labels_np.shape}")
+    if roi is not None:
+        roi = _as_numpy(roi).astype(bool)
+        if roi.shape != images.shape[:3]:
+            raise ValueError(f"roi must be (N, H, W) = {images.shape[:3]}, got {roi.shape}")
+    jobs = [crf_inputs(images[n], cams_np[n], labels_np[n], params) for n in range(len(images))]
+    # Costliest images first (cost ~ labels x pixels): the pool's queue then ends on short jobs.
+    order = sorted(range(len(jobs)), key=lambda n: -sum(job[1].size for job in jobs[n]))
+    pending = [(n, pool.map_async(*zip(*jobs[n], strict=True))) for n in order]
+    return MiningHandle(pending, images, cams_np, labels_np, params, roi)
+
+
+def mine_batch(
+    images: np.ndarray,
+    cams: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray,
+    params: MiningParams,
+    pool: CRFPool,
+    roi: np.ndarray | None = None,
+) -> np.ndarray:
+    """Reliable labels for a batch: images (N, H, W, 3) uint8, cams (N, 20, H, W) normalised, labels
+    (N, 20), roi (N, H, W) bool (False = crop padding -> 255). All CRFs of the batch go through the
+    pool together, then each image's rule runs here. Returns (N, H, W) uint8 in {0..20, 255}.
+    """
+    return mine_batch_async(images, cams, labels, params, pool, roi).get()

@@ -1,0 +1,27 @@
+"""Shared fixtures: the real VOC sample, a tiny generated dataset, a tiny trained checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VOC_SAMPLE = REPO.parent / "shared" / "data" / "voc2012-sample"
+
+
+@pytest.fixture(scope="session")
+def voc_sample() -> Path:
+    if not VOC_SAMPLE.is_dir():
+        pytest.skip(f"{VOC_SAMPLE}: real VOC sample not present")
+    return VOC_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A handful of generated 48-px images in VOC layout (shared by the training and pipeline tests)."""
+    from rrm.data.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("embedded")
+    generate_dataset(root, seed=3, image_size=48, n_train=12, n_extra=4, n_val=4, n_test=2)
+    return root

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from rrm.io import load_torch
+from rrm.reliable import MiningParams
+from rrm.train import StepBatchSampler, TrainSettings, train
+
+
+def _settings(root: Path, out: Path, **overrides) -> TrainSettings:
+    base = TrainSettings(mode="onestep", data_root=str(root), split="train", out_model=str(out / "model.pt"),
+                         checkpoint=str(out / "ckpt" / "last.pt"), width=0.0625, steps=8, batch_size=2,
+                         crop_size=48, lr=0.01, checkpoint_every=3, cam_scales=(0.5, 1.0), pool_processes=0,
+                         mining=MiningParams(rule="code", alpha_ratio=0.4),
+                         energy={"sigma_rgb": 15.0, "sigma_xy": 100.0, "scale": 0.5, "weight": 1e-5})
+    return replace(base, **overrides)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_torch(path)["model"]
+
+
+def test_sampler_resumes_with_the_same_batches():
+    full = list(StepBatchSampler(10, 3, steps=7, seed=1))
+    resumed = list(StepBatchSampler(10, 3, steps=7, seed=1, start=4))
+    assert resumed == full[4:]
+    assert all(len(batch) == 3 for batch in full)
+
+
+def test_supervised_loss_decreases(tiny_dataset, tmp_path):
+    history = []
+    settings = _settings(tiny_dataset, tmp_path, mode="supervised", steps=30, lr=0.05, momentum=0.9,
+                         checkpoint_every=100)
+    import rrm.train as module
+
+    original = module.step_losses
+
+    def recording(*args, **kwargs):
+        losses = original(*args, **kwargs)
+        history.append(float(sum(losses.values())))
+        return losses
+
+    module.step_losses = recording
+    try:
+        train(settings)
+    finally:
+        module.step_losses = original
+    assert len(history) == 30
+    assert sum(history[-5:]) / 5 < 0.8 * sum(history[:5]) / 5
+
+
+def test_onestep_run_is_deterministic_and_cleans_up(tiny_dataset, tmp_path):
+    first = train(_settings(tiny_dataset, tmp_path / "a"))
+    second = train(_settings(tiny_dataset, tmp_path / "b"))
+    assert set(first) == {"cls", "ce_bg", "ce_fg", "energy", "total"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in first.values())
+    a, b = _weights(tmp_path / "a" / "model.pt"), _weights(tmp_path / "b" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "a" / "ckpt" / "last.pt").exists()  # finished: only the final model stays
+
+
+RUNNER = """
+import json, sys
+from rrm.reliable import MiningParams
+from rrm.train import TrainSettings, train
+raw = json.loads(sys.argv[1])
+raw["mining"] = MiningParams(**raw["mining"])
+train(TrainSettings(**raw))
+"""
+
+
+def test_killed_run_resumes_to_identical_weights(tiny_dataset, tmp_path):
+    reference = _settings(tiny_dataset, tmp_path / "ref", steps=12, checkpoint_every=2)
+    train(reference)
+    killed = _settings(tiny_dataset, tmp_path / "kill", steps=12, checkpoint_every=2)
+    raw = asdict(killed)
+    raw["mining"].pop("crf")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-c", RUNNER, json.dumps(raw)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = Path(killed.checkpoint)
+    deadline = time.time() + 120
+    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists(), "the run finished or failed before its first checkpoint"
+    step = load_torch(checkpoint)["step"]
+    assert 0 < step < 12
+    train(killed)  # resumes from the checkpoint
+    a, b = _weights(tmp_path / "ref" / "model.pt"), _weights(tmp_path / "kill" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
