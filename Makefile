@@ -4,6 +4,8 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# torch and the CRF worker pool share 2 cores: spinning OpenMP threads would starve the workers.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: repro test lint bench clean-venv
 

@@ -27,6 +27,7 @@ def _range(x: Any) -> bool:
 
 _TRAIN_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("freeze_bn", lambda x: isinstance(x, bool), "true or false"),
+    ("optimizer", lambda x: x in ("sgd", "adam"), "sgd or adam"),
     ("steps", _pos_int, "a positive integer"),
     ("batch_size", _pos_int, "a positive integer"),
     ("crop_size", _pos_int, "a positive integer"),

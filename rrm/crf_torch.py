@@ -1,6 +1,6 @@
 """Fully connected CRF mean-field inference (Kraehenbuehl & Koltun 2011) in torch, on the lattice.
 
-Used for reliable region mining (paper eq. 4-7): it reproduces what pydensecrf does with
+Used for reliable region mining (the CRF of paper eq. 5): it reproduces what pydensecrf does with
 ``unary_from_softmax`` + ``addPairwiseGaussian`` + ``addPairwiseBilateral`` + ``inference``:
 
 * unary psi_u = -log(clip(p, 1e-5, 1));
@@ -68,6 +68,8 @@ def dense_crf_torch(
         raise ValueError(f"images: expected shape {(n, 3, h, w)}, got {tuple(images.shape)}")
     if iterations < 0:
         raise ValueError(f"iterations: expected >= 0, got {iterations}")
+    if gauss_sxy <= 0:
+        raise ValueError(f"gauss_sxy: expected > 0, got {gauss_sxy}")
     device = probs.device
     num_pixels = h * w
     unary = probs.to(torch.float32).clamp(_UNARY_CLIP, 1.0).log_()  # = -psi_u
@@ -81,7 +83,7 @@ def dense_crf_torch(
     groups = torch.arange(n, device=device).repeat_interleave(num_pixels)
     grid = _pixel_grid(h, w, gauss_sxy, device).repeat(n, 1)
     gauss = _normalised(PermutohedralLattice(grid, groups=groups), gauss_compat)
-    feats = torch.cat([bilateral_features(img, sigma_xy=bi_sxy, sigma_rgb=bi_srgb) for img in images.to(device)])
+    feats = bilateral_features(images.to(device), sigma_xy=bi_sxy, sigma_rgb=bi_srgb)
     bilateral = _normalised(PermutohedralLattice(feats, groups=groups), bi_compat)
 
     for _ in range(iterations):

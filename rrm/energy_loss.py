@@ -35,17 +35,27 @@ Backend = Literal["lattice", "exact"]
 
 
 def _filter_pixels(
-    images: Tensor, rows: Tensor, *, sigma_xy: float, sigma_rgb: float, backend: Backend
+    images: Tensor,
+    rows: Tensor,
+    *,
+    sigma_xy: float,
+    sigma_rgb: float,
+    backend: Backend,
+    after: Tensor | None = None,
 ) -> Tensor:
-    """Filter pixel-major values (N*H*W, K) of the (N, 3, H, W) images; returns (N*H*W, K)."""
+    """Filter pixel-major values (N*H*W, K) of the (N, 3, H, W) images, times ``after`` (N*H*W,) if given."""
     n, _, h, w = images.shape
-    feats = [bilateral_features(img, sigma_xy=sigma_xy, sigma_rgb=sigma_rgb) for img in images]
     if backend == "lattice":
         groups = torch.arange(n, device=rows.device).repeat_interleave(h * w)
-        return PermutohedralLattice(torch.cat(feats), groups=groups).filter(rows)
+        features = bilateral_features(images, sigma_xy=sigma_xy, sigma_rgb=sigma_rgb)
+        lattice = PermutohedralLattice(features, groups=groups)
+        return (lattice if after is None else lattice.rescale_(after=after)).filter(rows)
     if backend == "exact":
+        feats = [bilateral_features(img, sigma_xy=sigma_xy, sigma_rgb=sigma_rgb) for img in images]
         per_image = rows.reshape(n, h * w, -1)
-        return torch.cat([exact_gaussian_filter(f, v).to(rows.dtype) for f, v in zip(feats, per_image, strict=True)])
+        out = torch.cat([exact_gaussian_filter(f, v) for f, v in zip(feats, per_image, strict=True)])
+        out = out.to(rows.dtype)
+        return out if after is None else out.mul_(after[:, None])
     raise ValueError(f"backend: expected 'lattice' or 'exact', got {backend!r}")
 
 
@@ -66,7 +76,7 @@ def bilateral_filter_batch(
 
 def soft_filter(probs: Tensor, roi: Tensor, labelled: Tensor) -> Tensor:
     """S(i) of eq. 14, (N, H, W): 1 - max_c P on labelled pixels, 1 on unlabelled ones, 0 outside ROI."""
-    gate = torch.where(labelled, 1.0 - probs.max(dim=1).values, torch.ones_like(roi, dtype=probs.dtype))
+    gate = torch.where(labelled, 1.0 - probs.amax(dim=1), torch.ones_like(roi, dtype=probs.dtype))
     return gate.clamp_(min=0.0) * roi.to(probs.dtype)
 
 
@@ -77,14 +87,15 @@ class _DenseEnergyFunction(torch.autograd.Function):
     def forward(ctx, images, probs, roi, labelled, sigma_rgb, sigma_xy, backend):  # type: ignore[override]
         n, k, h, w = probs.shape
         roi = roi.to(probs.dtype)
-        gate = soft_filter(probs, roi, labelled).reshape(n * h * w, 1)
+        gate = soft_filter(probs, roi, labelled).reshape(n * h * w)
         # Pixel-major (N*H*W, K) rows, written in one pass; P is zeroed outside the crop so padding
         # pixels are no neighbours either.
         masked = torch.empty(n, h, w, k, dtype=probs.dtype, device=probs.device)
         torch.mul(probs.permute(0, 2, 3, 1), roi.unsqueeze(-1), out=masked)
         masked = masked.reshape(n * h * w, k)
-        gated = _filter_pixels(images, masked, sigma_xy=sigma_xy, sigma_rgb=sigma_rgb, backend=backend)
-        gated.mul_(gate)
+        gated = _filter_pixels(
+            images, masked, sigma_xy=sigma_xy, sigma_rgb=sigma_rgb, backend=backend, after=gate
+        )
         ctx.save_for_backward(gated)
         ctx.shape = (n, h, w, k)
         return -torch.dot(masked.reshape(-1), gated.reshape(-1)) / n
@@ -93,7 +104,9 @@ class _DenseEnergyFunction(torch.autograd.Function):
     def backward(ctx, grad_output):  # type: ignore[override]
         (gated,) = ctx.saved_tensors
         n, h, w, k = ctx.shape
-        grad = gated.mul(grad_output * (-2.0 / n)).reshape(n, h, w, k).permute(0, 3, 1, 2)
+        # (N, K, H, W) view of pixel-major memory (channels-last strides); consumers that need
+        # another layout copy it once.
+        grad = gated.mul(grad_output * (-2.0 / n)).view(n, h, w, k).permute(0, 3, 1, 2)
         return None, grad, None, None, None, None, None
 
 
@@ -137,6 +150,7 @@ def dense_energy_loss(
     if not 0 < scale <= 1:
         raise ValueError(f"scale: expected a factor in (0, 1], got {scale}")
     _, _, h, w = probs.shape
+    probs = probs.float()  # the lattice works in float32 (a no-op for float32 input)
     image = image.to(device=probs.device, dtype=torch.float32)
     roi = roi.to(device=probs.device, dtype=torch.float32)
     labels = seg_label.to(device=probs.device, dtype=torch.float32)

@@ -9,9 +9,10 @@ the lattice that the authors' energy loss and pydensecrf use, so the approximati
 the exact Gaussian sum is the same as theirs (about 0.57x the exact sum on photos, see tests).
 
 Everything is torch tensor code (no numpy, no Python loop over points), so it runs on CPU and CUDA.
-The lattice hash is a sort of packed int64 vertex keys; blur neighbours are found with
-``searchsorted``. All index work is done once in ``PermutohedralLattice.__init__`` and reused by
-every ``filter`` call (e.g. across mean-field iterations).
+The lattice hash is a stable sort of the vertex keys packed into one integer; blur neighbours are
+found with ``searchsorted``. All index work is done once in ``PermutohedralLattice.__init__`` and
+reused by every ``filter`` call (e.g. across mean-field iterations). On CPU the filter is three
+CSR sparse-dense products (splat, d + 1 blurs, slice); elsewhere it is index_add and gathers.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import warnings
 import torch
 from torch import Tensor
 
-_MAX_KEY_BITS = 52  # keys are packed into float64 integers, exact below 2^53
+_MAX_KEY_BITS = 52  # keys are computed as float64 integers, exact below 2^53
 
 
 class PermutohedralLattice:
@@ -32,9 +33,9 @@ class PermutohedralLattice:
         features: (P, d) positions already divided by the per-dimension sigmas.
         groups: optional (P,) integer group id per point (e.g. the image index of a batch); points
             of different groups never interact, so one lattice filters a whole batch at once.
-        sparse: filter with CSR sparse matmuls (fastest on CPU, where MKL accepts the unsorted and
-            repeated column indices used here) or with gathers and index_add (plain indexing,
-            used on CUDA). None picks sparse on CPU only.
+        sparse: filter with CSR sparse matmuls (fastest on CPU; CPU only, as the slice and blur
+            matrices have unsorted and repeated column indices, which cuSPARSE does not promise
+            to accept) or with index_add and gathers (any device). None: sparse on CPU.
     """
 
     def __init__(self, features: Tensor, groups: Tensor | None = None, *, sparse: bool | None = None) -> None:
@@ -86,12 +87,16 @@ class PermutohedralLattice:
         bary = by_rank - by_rank.roll(1, 0)
         bary[0] += 1.0
 
-        # Integer keys of the simplex vertices, packed into one exact float64 (first d coordinates;
-        # the last is implied by sum = 0). Vertex r adds r - (d + 1) [rank_i > d - r] to coordinate
-        # i. A margin of 2d per coordinate keeps vertices (rem0 moved by <= d) and their blur
-        # neighbours (moved by <= d more) inside the packing, so a neighbour is key + constant.
-        low = rounded[:d].amin(1).to(torch.float64) * d1
-        span = rounded[:d].amax(1).to(torch.float64) * d1 - low + 4 * d + 1
+        # Integer keys of the simplex vertices (first d coordinates; the last is implied by sum = 0).
+        # Vertex r adds r - (d + 1) [rank_i > d - r] to coordinate i, so all coordinates of a
+        # lattice point are congruent mod d + 1: the key packs x_0 and the exact quotients
+        # (x_i - x_0) / (d + 1), which makes the key space (d + 1)^(d-1) times smaller than packing
+        # the x_i themselves. Margins (2d on x_0, 2 on the quotients) keep every vertex and its blur
+        # neighbours inside the packing, so a neighbour is always key + a constant.
+        quotients = rounded[1:d] - rounded[0]
+        low = torch.cat([rounded[:1].amin(1) * d1 - 2 * d, quotients.amin(1) - 2]).to(torch.float64)
+        high = torch.cat([rounded[:1].amax(1) * d1 + 2 * d, quotients.amax(1) + 2]).to(torch.float64)
+        span = high - low + 1
         strides = torch.cat([span.new_ones(1), torch.cumprod(span[:-1], 0)])
         total = float(strides[-1] * span[-1])
         num_groups = 1
@@ -108,36 +113,48 @@ class PermutohedralLattice:
                 " are the features divided by their sigmas?"
             )
         key_dtype = torch.int32 if total * num_groups < 2**31 else torch.int64
-        base = (strides * d1) @ rounded[:d].to(torch.float64) + float((strides * (2 * d - low)).sum())
+        # Vertex 0: base = x_0 + sum_i stride_i (x_i - x_0) / (d + 1) (minus the offsets).
+        others = float(strides[1:].sum())
+        coef = strides.clone()
+        coef[0] = d1 - others
+        base = coef @ rounded[:d].to(torch.float64) - float((strides * low).sum())
         if groups is not None:
             base += groups.to(torch.float64) * total
-        # moved[m] = sum of strides of the coordinates with rank >= d - m; vertex r subtracts
-        # (d + 1) moved[r - 1] and adds r to every coordinate.
-        stride_by_rank = torch.empty(d1, num_points, dtype=torch.float64, device=device)
-        stride_pad = torch.cat([strides, strides.new_zeros(1)])
-        stride_by_rank.scatter_(0, reverse_rank, stride_pad[:, None].expand(d1, num_points))
-        moved = torch.cat([stride_by_rank.new_zeros(1, num_points), stride_by_rank[:d].cumsum_(0)])
-        shift = torch.arange(d1, device=device, dtype=torch.float64) * float(strides.sum())
+        # Vertex r: key_r = base + r + sum_i w_i [rank_i > d - r] with w_0 = sum_{i>0} stride_i - (d+1),
+        # w_i = -stride_i, w_d = 0: a cumsum over the weights placed by rank.
+        weight = torch.cat([coef.new_tensor([others - d1]), -strides[1:], coef.new_zeros(1)])
+        moved = torch.empty(d1, num_points, dtype=torch.float64, device=device)
+        moved = moved.scatter_(0, reverse_rank, weight[:, None].expand(d1, num_points))[:d].cumsum_(0)
         keys = torch.empty(num_points, d1, dtype=key_dtype, device=device)  # point-major
-        keys.t().copy_((base + shift[:, None]).sub_(moved, alpha=d1))
+        keys[:, 0] = base
+        r = torch.arange(1, d1, device=device, dtype=torch.float64)[:, None]
+        keys[:, 1:].t().copy_(moved.add_(r).add_(base))
         keys = keys.reshape(-1)
 
         # Hash = stable sort: equal keys are one lattice point, listed in point order. Lattice rows
         # are 1-based; row 0 stays zero and stands for every missing neighbour.
         sorted_keys, perm = torch.sort(keys, stable=True)
-        unique_keys, inverse, counts = torch.unique_consecutive(sorted_keys, return_inverse=True, return_counts=True)
+        unique_keys, inverse, counts = torch.unique_consecutive(
+            sorted_keys, return_inverse=True, return_counts=True
+        )
         num_vertices = unique_keys.numel()
         self.num_vertices = num_vertices
-        vertex = torch.empty_like(perm).scatter_(0, perm, inverse.add_(1))  # lattice row per (point, vertex)
+        # Lattice row of each (point, vertex) pair; int32 indices halve the memory traffic.
+        index_dtype = torch.int32 if keys.numel() < 2**31 else torch.int64
+        vertex = torch.empty_like(perm, dtype=index_dtype).scatter_(0, perm, inverse.add_(1).to(index_dtype))
 
-        # Blur neighbours along direction j: key - 1 everywhere, + d on coordinate j (j = d moves
-        # only the implied coordinate). n2 is the inverse of n1, so only n1 is searched.
-        deltas = torch.full((d1, d), -1.0, dtype=torch.float64)
-        deltas[torch.arange(d), torch.arange(d)] = d
-        offsets = (deltas.to(device) * strides).sum(1).to(key_dtype)
+        # Blur neighbours along direction j: x - 1 everywhere, + d on coordinate j (j = d moves only
+        # the implied coordinate). n2 is the inverse of n1, so only n1 is searched.
+        # In packed digits: x_0 moves by d (j = 0) or -1; quotient i by -1 (j = 0), +1 (j = i), else 0.
+        deltas = torch.zeros(d1, d, dtype=torch.float64)
+        deltas[:, 0] = -1.0
+        deltas[0, 0] = d
+        deltas[0, 1:] = -1.0
+        deltas[torch.arange(1, d), torch.arange(1, d)] = 1.0
+        offsets = (deltas.to(device) @ strides).to(key_dtype)
         wanted = unique_keys + offsets[:, None]
         pos = torch.searchsorted(unique_keys, wanted).clamp_(max=num_vertices - 1)
-        found = unique_keys[pos] == wanted
+        found = unique_keys.index_select(0, pos.reshape(-1)).view_as(pos) == wanted
         rows = torch.arange(num_vertices + 1, device=device)
         n1 = torch.cat([pos.new_zeros(d1, 1), torch.where(found, pos + 1, 0)], 1)  # (d+1, M+1)
         n2 = torch.zeros_like(n1).scatter_(1, n1, rows * (n1 > 0))
@@ -150,19 +167,23 @@ class PermutohedralLattice:
         blur_weights = torch.tensor([[1.0, 0.5, 0.5]], dtype=self.dtype, device=device).repeat(d1, 1)
         blur_weights[0] *= alpha
         self.sparse = device.type == "cpu" if sparse is None else sparse
+        if self.sparse and device.type != "cpu":
+            raise ValueError(f"sparse=True: the CSR filter is for CPU tensors, features are on {device}")
         if not self.sparse:
             self.vertex, self.splat_weights, self.slice_weights = vertex, weights, weights
-            self.neighbours, self.blur_weights = torch.stack([n1, n2], 1), blur_weights  # (d+1, 2, M+1)
+            self.neighbours = torch.stack([n1, n2], 1)  # (d+1, 2, M+1)
+            self.blur_factors = [(float(c), float(side)) for c, side, _ in blur_weights.tolist()]
             return
         # Splat ((M+1) x P, row 0 empty), blur ((M+1) x (M+1), three entries per row, missing
         # neighbours hit the zero row) and slice (P x (M+1)) as CSR matrices.
-        index_dtype = torch.int32 if keys.numel() < 2**31 else torch.int64
         with warnings.catch_warnings():  # torch flags sparse CSR as beta on its first use
             warnings.simplefilter("ignore", UserWarning)
             crow = torch.zeros(num_vertices + 2, dtype=index_dtype, device=device)
+            # point = perm // (d + 1), via float64 (exact: the fraction stays within [1/12, 11/12]).
+            point = perm.to(torch.float64).add_(0.5).mul_(1.0 / d1).to(index_dtype)
             torch.cumsum(counts, 0, out=crow[2:])
             self.splat_matrix = torch.sparse_csr_tensor(
-                crow, perm.to(index_dtype) // d1, weights[perm], size=(num_vertices + 1, num_points)
+                crow, point, weights.index_select(0, perm), size=(num_vertices + 1, num_points)
             )
             blur_crow = torch.arange(0, 3 * (num_vertices + 1) + 1, 3, device=device, dtype=index_dtype)
             blur_cols = torch.stack([rows.expand(d1, -1), n1, n2], 2).reshape(d1, -1).to(index_dtype)
@@ -177,7 +198,7 @@ class PermutohedralLattice:
             ]
             slice_crow = torch.arange(0, keys.numel() + 1, d1, device=device, dtype=index_dtype)
             self.slice_matrix = torch.sparse_csr_tensor(
-                slice_crow, vertex.to(index_dtype), weights, size=(num_points, num_vertices + 1)
+                slice_crow, vertex, weights, size=(num_points, num_vertices + 1)
             )
 
     def rescale_(self, before: Tensor | None = None, after: Tensor | None = None) -> PermutohedralLattice:
@@ -195,19 +216,23 @@ class PermutohedralLattice:
                 warnings.simplefilter("ignore", UserWarning)
                 if before is not None:
                     m = self.splat_matrix
-                    factor = before.to(self.dtype)[m.col_indices().long()]
+                    factor = before.to(self.dtype).index_select(0, m.col_indices())
                     self.splat_matrix = torch.sparse_csr_tensor(
                         m.crow_indices(), m.col_indices(), m.values() * factor, size=m.shape
                     )
                 if after is not None:
                     m = self.slice_matrix
                     values = (m.values().view(-1, d1) * after.to(self.dtype)[:, None]).reshape(-1)
-                    self.slice_matrix = torch.sparse_csr_tensor(m.crow_indices(), m.col_indices(), values, size=m.shape)
+                    self.slice_matrix = torch.sparse_csr_tensor(
+                        m.crow_indices(), m.col_indices(), values, size=m.shape
+                    )
         else:
             if before is not None:
-                self.splat_weights = (self.splat_weights.view(-1, d1) * before.to(self.dtype)[:, None]).reshape(-1)
+                factor = before.to(self.dtype)[:, None]
+                self.splat_weights = (self.splat_weights.view(-1, d1) * factor).reshape(-1)
             if after is not None:
-                self.slice_weights = (self.slice_weights.view(-1, d1) * after.to(self.dtype)[:, None]).reshape(-1)
+                factor = after.to(self.dtype)[:, None]
+                self.slice_weights = (self.slice_weights.view(-1, d1) * factor).reshape(-1)
         return self
 
     def filter(self, values: Tensor, *, add_to: Tensor | None = None) -> Tensor:
@@ -231,30 +256,33 @@ class PermutohedralLattice:
             d1, k = self.dim + 1, vals.shape[1]
             spread = (vals.unsqueeze(1) * self.splat_weights.view(-1, d1, 1)).reshape(-1, k)
             lattice = vals.new_zeros(self.num_vertices + 1, k).index_add_(0, self.vertex, spread)
-            for (n1, n2), (centre, side, _) in zip(self.neighbours, self.blur_weights.tolist(), strict=True):
-                lattice = torch.add(lattice[n1].add_(lattice[n2]), lattice, alpha=centre / side).mul_(side)
-            out = (lattice[self.vertex].view(-1, d1, k) * self.slice_weights.view(-1, d1, 1)).sum(1)
+            for (n1, n2), (centre, side) in zip(self.neighbours, self.blur_factors, strict=True):
+                sides = lattice.index_select(0, n1).add_(lattice.index_select(0, n2))
+                lattice = torch.add(sides, lattice, alpha=centre / side).mul_(side)
+            gathered = lattice.index_select(0, self.vertex).view(-1, d1, k)
+            out = (gathered * self.slice_weights.view(-1, d1, 1)).sum(1)
             return out.to(values.dtype) if add_to is None else out.add_(add_to)
 
 
 def bilateral_features(image: Tensor, *, sigma_xy: float, sigma_rgb: float) -> Tensor:
     """(3, H, W) image in 0..255 -> (H*W, 5) features (x/sxy, y/sxy, r/srgb, g/srgb, b/srgb).
 
-    x is the column and y the row index; pixels are in row-major order (``image.flatten(1)``).
+    x is the column and y the row index; pixels are in row-major order (``image.flatten(1)``). A
+    batch (N, 3, H, W) gives the images' features one after another, (N*H*W, 5).
     """
-    if image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"image: expected a (3, H, W) tensor, got shape {tuple(image.shape)}")
+    if image.dim() not in (3, 4) or image.shape[-3] != 3:
+        raise ValueError(f"image: expected (3, H, W) or (N, 3, H, W), got shape {tuple(image.shape)}")
     if sigma_xy <= 0 or sigma_rgb <= 0:
         raise ValueError(f"sigma_xy and sigma_rgb must be positive, got {sigma_xy}, {sigma_rgb}")
-    _, height, width = image.shape
-    ys, xs = torch.meshgrid(
-        torch.arange(height, device=image.device, dtype=torch.float32),
-        torch.arange(width, device=image.device, dtype=torch.float32),
-        indexing="ij",
-    )
-    xy = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1) / sigma_xy
-    rgb = image.reshape(3, -1).t().to(torch.float32) / sigma_rgb
-    return torch.cat([xy, rgb], dim=1)
+    batch = image.reshape(-1, 3, image.shape[-2] * image.shape[-1])
+    n, _, num_pixels = batch.shape
+    width = image.shape[-1]
+    out = torch.empty(n, num_pixels, 5, device=image.device, dtype=torch.float32)
+    index = torch.arange(num_pixels, device=image.device, dtype=torch.float32)
+    out[:, :, 1] = torch.div(index, width, rounding_mode="floor") / sigma_xy
+    out[:, :, 0] = torch.remainder(index, width) / sigma_xy
+    out[:, :, 2:].copy_(batch.transpose(1, 2)).div_(sigma_rgb)
+    return out.reshape(n * num_pixels, 5)
 
 
 def exact_gaussian_filter(features: Tensor, values: Tensor, *, chunk: int = 2048) -> Tensor:
@@ -265,7 +293,8 @@ def exact_gaussian_filter(features: Tensor, values: Tensor, *, chunk: int = 2048
     """
     if features.dim() != 2 or values.dim() != 2 or features.shape[0] != values.shape[0]:
         raise ValueError(
-            f"features (P, d) and values (P, K) must agree, got {tuple(features.shape)}, {tuple(values.shape)}"
+            "features (P, d) and values (P, K) must agree, got "
+            f"{tuple(features.shape)} and {tuple(values.shape)}"
         )
     f = features.to(torch.float64)
     v = values.to(torch.float64)

@@ -139,13 +139,37 @@ def mine_paper(
     if crf_posterior is None:
         crf_posterior = dense_crf(image, probs, params.crf)
     _check_posterior(crf_posterior, probs.shape, "crf_posterior")
-    crf_label = crf_posterior.argmax(axis=0)
+    cam_label, reliable = _confident_cam_label(probs, params.alpha_ratio)
+    keep = reliable & (cam_label == crf_posterior.argmax(axis=0))
+    return np.where(keep, ids[cam_label], IGNORE_INDEX).astype(np.uint8)
+
+
+def _confident_cam_label(probs: np.ndarray, alpha_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 6: argmax of P (K, H, W) and the mask of each label's top alpha_ratio pixels by max P."""
     cam_label, confidence = probs.argmax(axis=0), probs.max(axis=0)
     reliable = np.zeros(cam_label.shape, dtype=bool)
-    for k in range(len(ids)):
-        reliable |= _top_fraction(confidence, cam_label == k, params.alpha_ratio)
-    keep = reliable & (cam_label == crf_label)
-    return np.where(keep, ids[cam_label], IGNORE_INDEX).astype(np.uint8)
+    for k in range(len(probs)):
+        reliable |= _top_fraction(confidence, cam_label == k, alpha_ratio)
+    return cam_label, reliable
+
+
+def mine_cam_only(cams: Tensor | np.ndarray, labels: Tensor | np.ndarray, params: MiningParams,
+                  roi: np.ndarray | None = None) -> np.ndarray:
+    """The "CAM" row of the paper's Table 2: eq. 6 alone (top alpha_ratio of each label's pixels of
+    [(1 - max P_fg)^gamma, P_fg]), no CRF. cams (N, 20, H, W) normalised, labels (N, 20), roi (N, H, W)
+    bool (False -> 255). Returns (N, H, W) uint8 in {0..20, 255}.
+    """
+    cams_np, labels_np = _as_numpy(cams).astype(np.float32, copy=False), _as_numpy(labels)
+    out = np.full(cams_np.shape[:1] + cams_np.shape[2:], IGNORE_INDEX, dtype=np.uint8)
+    for n in range(len(cams_np)):
+        present = np.flatnonzero(labels_np[n] > 0.5)
+        ids = np.concatenate([[0], present + 1]).astype(np.uint8)
+        cam_label, reliable = _confident_cam_label(_with_background(cams_np[n][present], params.gamma),
+                                                   params.alpha_ratio)
+        out[n] = np.where(reliable, ids[cam_label], IGNORE_INDEX)
+    if roi is not None:
+        out[~_as_numpy(roi).astype(bool)] = IGNORE_INDEX
+    return out
 
 
 def mine_code(

@@ -60,6 +60,7 @@ class TrainSettings:
     lr: float = 7e-4
     weight_decay: float = 1e-5
     momentum: float = 0.0
+    optimizer: str = "sgd"
     poly_power: float = 0.9
     checkpoint_every: int = 100
     seed: int = 0
@@ -156,9 +157,19 @@ def build_model(s: TrainSettings, device: torch.device) -> nn.Module:
     return model.to(device)
 
 
-def make_optimizer(model: nn.Module, s: TrainSettings) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LRScheduler]:
-    """SGD with a poly schedule over the recipe's groups: ResNet-38's four (x1/x2/x10/x20), DeepLab's x1/x10."""
-    optimizer = torch.optim.SGD(model.param_groups(s.lr, s.weight_decay), lr=s.lr, momentum=s.momentum)
+def make_optimizer(model: nn.Module, s: TrainSettings) -> tuple[torch.optim.Optimizer,
+                                                               torch.optim.lr_scheduler.LRScheduler]:
+    """SGD with a poly schedule over the recipe's groups: ResNet-38's four (x1/x2/x10/x20), DeepLab's x1/x10.
+
+    `optimizer: adam` (same groups and schedule) is for stages trained from random weights, where it
+    converges in far fewer steps; the paper's recipes are SGD.
+    """
+    groups = model.param_groups(s.lr, s.weight_decay)
+    if s.optimizer == "adam":  # Adam's step is scale-free: the SGD recipe's x10/x20 multipliers would blow it up
+        groups = [group | {"lr": s.lr, "initial_lr": s.lr} for group in groups]
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=s.lr)
+    else:
+        optimizer = torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=s.steps, power=s.poly_power)
     return optimizer, scheduler
 

@@ -146,3 +146,23 @@ def test_params_and_inputs_are_validated() -> None:
     with pytest.raises(ValueError, match="crf_posteriors"):
         mine_code(image, cam, labels, MiningParams(rule="code"), (_posterior([0.5] * 10),))
     assert len(crf_inputs(image, cam, labels, MiningParams(rule="code"))) == 2
+
+
+def test_cam_only_keeps_top_ratio_without_crf():
+    """Table 2's CAM row: eq. 6 alone. One class whose CAM ramps 0.1..1.0 over 10 pixels of a 1x20 image."""
+    from rrm.reliable import mine_cam_only
+
+    cams = np.zeros((1, 20, 1, 20), np.float32)
+    cams[0, 4, 0, 10:] = np.linspace(0.1, 1.0, 10)  # class 5; background score (1-cam)^4 wins elsewhere
+    labels = np.zeros((1, 20), np.float32)
+    labels[0, 4] = 1
+    out = mine_cam_only(cams, labels, MiningParams(rule="paper", alpha_ratio=0.4, gamma=4.0))
+    fg = np.flatnonzero(out[0, 0] == 5)
+    bg = np.flatnonzero(out[0, 0] == 0)
+    cam = cams[0, 4, 0]
+    fg_pixels = np.flatnonzero(cam > (1 - cam) ** 4)
+    assert fg.tolist() == sorted(fg_pixels[np.argsort(-cam[fg_pixels])][: int(np.ceil(0.4 * len(fg_pixels)))])
+    assert len(bg) == int(np.ceil(0.4 * (20 - len(fg_pixels))))
+    roi = np.ones((1, 1, 20), bool)
+    roi[0, 0, -1] = False
+    assert mine_cam_only(cams, labels, MiningParams(rule="paper"), roi=roi)[0, 0, -1] == 255

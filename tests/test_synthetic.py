@@ -144,12 +144,12 @@ def test_part_colours_carry_the_class_and_nothing_else_does() -> None:
         classes = [1 + (5 * index + j) % 20 for j in range(3)]
         out = render_image(np.random.default_rng([9, index]), classes, 64)
         image = out["image"].astype(float)
-        distance = np.linalg.norm(image[:, :, None] - synthetic.PART_COLOURS[None, None], axis=-1)  # (H,W,5)
+        distance = np.linalg.norm(image[:, :, None] - synthetic.PART_COLOURS[None, None], axis=-1)  # (H,W,20)
         assert (distance[out["part"] == 0].min(-1) > 60).all()
         instance, label = out["instance"], out["label"]
         for k in np.unique(out["part"][out["part"] > 0]):
             cls = int(label[instance == k][0])
-            colour_index = (cls - 1) // len(synthetic.PART_SHAPES)
+            colour_index = cls - 1
             assert (distance[out["part"] == k].argmin(-1) == colour_index).all()
 
 
