@@ -116,5 +116,15 @@ def export_server(checkpoint: Checkpoint,
     typer.echo(f"wrote {archive}")
 
 
+def _mount() -> None:
+    from rrm.profiles import app as profile_app
+    from rrm.tables import app as tables_app
+
+    app.add_typer(profile_app, name="profile", help="real-VOC profiles: list, show, apply, prepare-voc")
+    app.add_typer(tables_app, name="tables", help="the paper's Tables 1-5 as DVC experiments: run, report")
+
+
+_mount()
+
 if __name__ == "__main__":
     app()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,9 +60,12 @@ CHECKS: list[Check] = [
      "a non-empty list of positive scales"),
     ("evaluate_cam.bg_threshold", lambda x: _num(x) and 0 <= x <= 1, "a number in [0, 1]"),
 ] + [(f"{stage}.{key}", check, what) for stage in ("train_cls", "train_onestep", "train_full", "train_deeplab")
-     for key, check, what in _TRAIN_CHECKS]
+     for key, check, what in _TRAIN_CHECKS if (stage, key) != ("train_cls", "steps")] + [
+    ("train_cls.steps", lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0,
+     "an integer >= 0 (0: model.init already is a VOC classifier and becomes models/cls.pt untrained)")]
 
-_MISSING = object()
+_MISSING = object()  # lookup() without a default raises
+_ABSENT = object()
 
 
 def lookup(params: dict, dotted: str, default: Any = _MISSING) -> Any:
@@ -79,13 +83,22 @@ def validate(params: dict, source: str = "params.yaml", checks: list[Check] = CH
     """Raise one ValueError listing every missing, mistyped or out-of-range key."""
     problems = []
     for key, ok, what in checks:
-        value = lookup(params, key, _MISSING)
-        if value is _MISSING:
+        value = lookup(params, key, _ABSENT)
+        if value is _ABSENT:
             problems.append(f"  {key}: missing (expected {what})")
         elif not ok(value):
             problems.append(f"  {key}: {value!r} is not {what}")
     if problems:
         raise ValueError(f"{source}: invalid parameters:\n" + "\n".join(problems))
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where `5e-08` (as `dvc exp run -S` writes it) is a string; read it as a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> dict:
@@ -94,7 +107,7 @@ def load_params(path: str | os.PathLike = "params.yaml") -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: parameter file not found")
     with open(path) as handle:
-        params = yaml.safe_load(handle)
+        params = yaml.load(handle, Loader=_Loader)
     if not isinstance(params, dict):
         raise ValueError(f"{path}: expected a mapping of parameters, got {type(params).__name__}")
     validate(params, str(path))

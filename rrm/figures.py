@@ -59,7 +59,8 @@ def per_class_bars(path: str | os.PathLike, series: Mapping[str, Mapping[str, fl
     width = 0.8 / len(series)
     for k, (name, values) in enumerate(series.items()):
         xs = np.arange(len(classes)) + k * width
-        ax.bar(xs, [values.get(c, np.nan) for c in classes], width, label=name)
+        heights = [np.nan if values.get(c) is None else values[c] for c in classes]  # None: class absent
+        ax.bar(xs, heights, width, label=name)
     ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("IoU")
     ax.set_ylim(0, 1)

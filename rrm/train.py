@@ -165,8 +165,11 @@ def make_optimizer(model: nn.Module, s: TrainSettings) -> tuple[torch.optim.Opti
     converges in far fewer steps; the paper's recipes are SGD.
     """
     groups = model.param_groups(s.lr, s.weight_decay)
-    if s.optimizer == "adam":  # Adam's step is scale-free: the SGD recipe's x10/x20 multipliers would blow it up
-        groups = [group | {"lr": s.lr, "initial_lr": s.lr} for group in groups]
+    if s.optimizer == "adam":
+        # Adam's step size does not scale with the gradient, so the SGD recipe's x2/x20 bias multipliers are
+        # dropped. Fine-tuning (init given) keeps x10 for the new layers; from scratch all layers are new.
+        groups = [group | {"lr": lr, "initial_lr": lr} for group in groups
+                  for lr in [s.lr * (10 if s.init and group["name"].startswith("new") else 1)]]
         optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=s.lr)
     else:
         optimizer = torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum)
@@ -246,7 +249,7 @@ def train(s: TrainSettings) -> dict:
             total.backward()
             optimizer.step()
             scheduler.step()
-            history = {k: float(v) for k, v in losses.items()} | {"total": float(total)}
+            history = {k: v.item() for k, v in losses.items()} | {"total": total.item()}
             progress.set_postfix({k: f"{v:.3f}" for k, v in history.items()})
             if live is not None:
                 for name, value in history.items():

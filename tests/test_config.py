@@ -44,3 +44,11 @@ def test_alpha_ratio_outside_unit_interval_is_rejected(value):
 def test_missing_params_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_exponent_floats_as_dvc_writes_them_load_as_numbers(tmp_path):
+    text = PARAMS.read_text().replace("    weight: 1.25e-5", "    weight: 5e-08")
+    assert "5e-08" in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    assert load_params(path)["train_onestep"]["energy"]["weight"] == 5e-08

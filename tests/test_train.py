@@ -38,8 +38,8 @@ def test_sampler_resumes_with_the_same_batches():
 
 def test_supervised_loss_decreases(tiny_dataset, tmp_path):
     history = []
-    settings = _settings(tiny_dataset, tmp_path, mode="supervised", steps=30, lr=0.05, momentum=0.9,
-                         checkpoint_every=100)
+    settings = _settings(tiny_dataset, tmp_path, mode="supervised", steps=30, lr=2e-3, optimizer="adam",
+                         freeze_bn=False, checkpoint_every=100)
     import rrm.train as module
 
     original = module.step_losses
