@@ -60,7 +60,7 @@ def profile(width: float, crop: int, batch: int, steps: int, device: torch.devic
         for step in range(steps + 1):  # the first step warms up and is not counted
             marks = [("start", time.perf_counter())]
 
-            def mark(name: str) -> None:
+            def mark(name: str, marks: list = marks) -> None:
                 sync(device)
                 marks.append((name, time.perf_counter()))
 

@@ -16,7 +16,6 @@ from PIL import Image
 
 from rrm.classes import PALETTE
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

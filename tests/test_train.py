@@ -62,6 +62,7 @@ def test_onestep_run_is_deterministic_and_cleans_up(tiny_dataset, tmp_path):
     first = train(_settings(tiny_dataset, tmp_path / "a"))
     second = train(_settings(tiny_dataset, tmp_path / "b"))
     assert set(first) == {"cls", "ce_bg", "ce_fg", "energy", "total"}
+    assert first == second
     assert all(torch.isfinite(torch.tensor(v)) for v in first.values())
     a, b = _weights(tmp_path / "a" / "model.pt"), _weights(tmp_path / "b" / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
