@@ -1,4 +1,5 @@
-"""Stage train_full: the same network trained on ground-truth masks (the full-supervision reference)."""
+"""Stage train_full: the same network, from the same classifier weights as one-step RRM, trained on
+ground-truth masks instead of reliable regions (the full-supervision reference)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from rrm.train import train
 def main() -> None:
     params = load_params()
     train(train_settings(params, "train_full", mode="supervised", out_model="models/full.pt",
-                         init=params["model"]["init"]))
+                         init="models/cls.pt"))
 
 
 if __name__ == "__main__":

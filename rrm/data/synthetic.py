@@ -68,15 +68,23 @@ def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
 PART_COLOURS = _hsv_to_rgb(np.stack([np.arange(20) / 20, np.full(20, 0.9), np.full(20, 0.95)], 1))
 
 
-def _muted_colours(rng: np.random.Generator, n: int) -> np.ndarray:
+# Bodies of class c lean towards hue BODY_HUES[c-1] (+-0.05): a weak, class-correlated appearance cue, as
+# a cat's fur is on VOC (desaturated, shared with backgrounds and decoys, so it names no class alone).
+# Without it even full supervision had to infer a body's class from its part alone and did not learn in
+# a CPU schedule. The permutation keeps a body's hue away from its own part's hue.
+BODY_HUES = ((np.arange(20) * 7) % 20) / 20 + 0.025
+
+
+def _muted_colours(rng: np.random.Generator, n: int, hue: float | None = None) -> np.ndarray:
     """(n, 3) float RGB colours of low-to-mid saturation, far from every part colour.
 
-    Bodies, backgrounds and distractors all draw from this one palette, so colour alone never names a
-    class; only the saturated part colours (excluded here) carry class information.
+    Backgrounds and distractors draw any hue; bodies draw near their class's hue (`hue`). Only the
+    saturated part colours (excluded here) identify a class on their own.
     """
     out = np.empty((0, 3))
     while len(out) < n:
-        hsv = np.stack([rng.random(4 * n), rng.uniform(0.0, 0.5, 4 * n), rng.uniform(0.15, 0.92, 4 * n)], 1)
+        hues = rng.random(4 * n) if hue is None else (hue + rng.uniform(-0.05, 0.05, 4 * n)) % 1.0
+        hsv = np.stack([hues, rng.uniform(0.0, 0.5, 4 * n), rng.uniform(0.15, 0.92, 4 * n)], 1)
         rgb = _hsv_to_rgb(hsv)
         far = np.linalg.norm(rgb[:, None] - PART_COLOURS[None], axis=2).min(1) >= _MIN_PART_DIST
         out = np.concatenate([out, rgb[far]])
@@ -259,7 +267,7 @@ def _draw_clutter(rng: np.random.Generator, canvas: np.ndarray, s: float) -> np.
 
 
 def _pick_body_colour(
-    rng: np.random.Generator, canvas: np.ndarray, mask: np.ndarray, ring: np.ndarray
+    rng: np.random.Generator, canvas: np.ndarray, mask: np.ndarray, ring: np.ndarray, hue: float | None = None
 ) -> tuple[np.ndarray, float]:
     """The muted colour (of 32 candidates) that best contrasts with the rest of the image.
 
@@ -268,10 +276,11 @@ def _pick_body_colour(
     pixels share its colour: the CRF's bilateral kernel spans the whole 96 px image, and background
     pixels of the body's colour would vote the body back to background).
     """
-    candidates = _muted_colours(rng, 32)
+    # 32 candidates near the class hue first, 32 of any hue as the fallback when none of those contrasts
+    candidates = np.concatenate([_muted_colours(rng, 32, hue), _muted_colours(rng, 32)])
     around, outside = canvas[ring], canvas[~mask][::11]  # a subsample is plenty for a percentile
     if len(around) == 0:
-        return candidates[0], np.inf
+        return candidates[0], np.inf  # nothing around it to contrast with
 
     def distance_quantile(pixels: np.ndarray, q: float) -> np.ndarray:
         squared = ((pixels[:, None, :] - candidates[None]) ** 2).sum(-1)  # (n_pixels, 32)
@@ -279,7 +288,9 @@ def _pick_body_colour(
         return np.sqrt(np.partition(squared, k, axis=0)[k])
 
     score = np.minimum(distance_quantile(around, 0.1), distance_quantile(outside, GLOBAL_QUANTILE))
-    best = int(np.argmax(score))
+    best = int(np.argmax(score[:32]))
+    if score[best] < _MIN_CONTRAST:
+        best = int(np.argmax(score))
     return candidates[best], float(score[best])
 
 
@@ -319,7 +330,7 @@ def render_image(rng: np.random.Generator, classes: list[int], image_size: int) 
             if any(((instance == k + 1) & ~mask).sum() < 0.5 * areas[k] for k in range(len(areas))):
                 continue
             ring = _dilate(mask, border + 1) & ~mask
-            colour, contrast = _pick_body_colour(rng, canvas, mask, ring)
+            colour, contrast = _pick_body_colour(rng, canvas, mask, ring, BODY_HUES[cls - 1])
             if contrast < _MIN_CONTRAST:
                 continue
             body_area = int(mask.sum())
