@@ -16,17 +16,19 @@ Params = Annotated[Path, typer.Option("--params", help="params.yaml to read sett
 Checkpoint = Annotated[Path, typer.Argument(help="a checkpoint written by the pipeline (models/*.pt)")]
 
 
-def _inference_settings(params: dict, section: str, crf: bool) -> dict:
-    from rrm.pipeline import crf_params
-
-    return {"scales": params[section]["scales"], "flip": params[section]["flip"],
-            "crf": crf_params(params[section]["crf"]) if crf else None}
-
-
-def _section_for(model: object) -> str:
+def _model_and_settings(params_path: Path, checkpoint: Path, crf: bool) -> tuple[dict, object, dict]:
+    """params.yaml, the checkpoint's network on the configured device, and its inference settings
+    (the `evaluate` section for ResNet-38 networks, `evaluate_deeplab` for DeepLab)."""
+    from rrm.config import load_params
     from rrm.models.rrm_net import RRMNet
+    from rrm.pipeline import crf_params, device, load_model
 
-    return "evaluate" if isinstance(model, RRMNet) else "evaluate_deeplab"
+    cfg = load_params(params_path)
+    model = load_model(checkpoint, device(cfg))
+    section = cfg["evaluate" if isinstance(model, RRMNet) else "evaluate_deeplab"]
+    settings = {"scales": section["scales"], "flip": section["flip"],
+                "crf": crf_params(section["crf"]) if crf else None, "device": device(cfg)}
+    return cfg, model, settings
 
 
 @app.command("generate-data")
@@ -62,16 +64,13 @@ def evaluate(checkpoint: Checkpoint,
              crf: Annotated[bool, typer.Option(help="also score dense-CRF post-processing")] = True,
              params: Params = Path("params.yaml")) -> None:
     """Score a checkpoint on a split of data.root (metrics.json, per_class.csv, pictures)."""
-    from rrm.config import load_params
     from rrm.crf import CRFPool
     from rrm.evaluate import evaluate_segmentation
-    from rrm.pipeline import dataset, device, load_model
+    from rrm.pipeline import dataset
 
-    cfg = load_params(params)
-    model = load_model(checkpoint, device(cfg))
+    cfg, model, settings = _model_and_settings(params, checkpoint, crf)
     with CRFPool(cfg["mining"]["pool_processes"]) as pool:
-        report = evaluate_segmentation(model, dataset(cfg, split), out, pool=pool, device=device(cfg),
-                                       **_inference_settings(cfg, _section_for(model), crf))
+        report = evaluate_segmentation(model, dataset(cfg, split), out, pool=pool, **settings)
     typer.echo(f"mIoU {report['miou']:.4f}" + (f", with CRF {report['miou_crf']:.4f}" if crf else ""))
 
 
@@ -83,14 +82,10 @@ def predict(checkpoint: Checkpoint,
             crf: Annotated[bool, typer.Option(help="refine with the dense CRF")] = False,
             params: Params = Path("params.yaml")) -> None:
     """Predict palette masks and overlays for images of any size (unreadable ones are skipped and counted)."""
-    from rrm.config import load_params
-    from rrm.pipeline import device, load_model
     from rrm.predict import list_images, predict_images
 
-    cfg = load_params(params)
-    model = load_model(checkpoint, device(cfg))
-    summary = predict_images(model, list_images(inputs), out, device=device(cfg),
-                             **_inference_settings(cfg, _section_for(model), crf))
+    _, model, settings = _model_and_settings(params, checkpoint, crf)
+    summary = predict_images(model, list_images(inputs), out, **settings)
     typer.echo(f"wrote {len(summary.written)} masks and overlays to {out}; skipped {len(summary.skipped)}")
     for path, reason in summary.skipped:
         typer.echo(f"  skipped {path}: {reason}")
@@ -105,14 +100,10 @@ def export_server(checkpoint: Checkpoint,
                   crf: Annotated[bool, typer.Option(help="refine with the dense CRF")] = True,
                   params: Params = Path("params.yaml")) -> None:
     """Write predictions in the VOC devkit's results layout plus the archive the evaluation server takes."""
-    from rrm.config import load_params
-    from rrm.pipeline import device, load_model
     from rrm.predict import export_voc_server
 
-    cfg = load_params(params)
-    model = load_model(checkpoint, device(cfg))
-    archive = export_voc_server(model, root, split, out, comp=comp, device=device(cfg),
-                                **_inference_settings(cfg, _section_for(model), crf))
+    _, model, settings = _model_and_settings(params, checkpoint, crf)
+    archive = export_voc_server(model, root, split, out, comp=comp, **settings)
     typer.echo(f"wrote {archive}")
 
 
