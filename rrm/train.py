@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from rrm import reliable
 from rrm.cam import multiscale_cam
 from rrm.crf import CRFPool
 from rrm.data.transforms import TrainBatchCollate
@@ -34,7 +33,7 @@ from rrm.losses import classification_loss, split_cross_entropy
 from rrm.models.deeplab import build_deeplab
 from rrm.models.rrm_net import build_rrm
 from rrm.models.weights import load_rrm_weights
-from rrm.reliable import MiningParams, mine_batch
+from rrm.reliable import MiningParams, mine_batch, mine_cam_only
 
 MODES = ("cls", "onestep", "supervised")
 ARCHS = ("resnet38", "vgg16_largefov", "resnet101_v2")
@@ -196,7 +195,7 @@ def step_losses(model: nn.Module, batch: dict, s: TrainSettings, pool: CRFPool |
     if s.pseudo == "rrm":
         pseudo = mine_batch(raw_uint8, cam.cpu(), labels.cpu(), s.mining, pool, roi=roi)
     else:
-        pseudo = reliable.mine_cam_only(cam.cpu(), labels.cpu(), s.mining, roi=roi)
+        pseudo = mine_cam_only(cam.cpu(), labels.cpu(), s.mining, roi=roi)
     target = torch.from_numpy(pseudo).long().to(device)
     seg = F.interpolate(out["seg"], crop, mode="bilinear", align_corners=False)
     losses["ce_bg"], losses["ce_fg"] = split_cross_entropy(seg, target)
@@ -241,7 +240,7 @@ def train(s: TrainSettings) -> dict:
     model.train()
     history: dict[str, float] = {}
     try:
-        progress = tqdm(loader, total=len(sampler), initial=0, desc=f"train {s.mode}", unit="step")
+        progress = tqdm(loader, total=len(sampler), desc=f"train {s.mode}", unit="step")
         for step, batch in enumerate(progress, start=start + 1):
             losses = step_losses(model, batch, s, pool, device)
             total = sum(losses.values())
