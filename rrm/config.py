@@ -39,14 +39,18 @@ _TRAIN_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("checkpoint_every", _pos_int, "a positive integer"),
 ]
 
+_MAY_SKIP = {("train_cls", "steps"), ("pretrain_deeplab", "steps")}  # stages whose steps may be 0
 CHECKS: list[Check] = [
     ("seed", lambda x: isinstance(x, int) and not isinstance(x, bool), "an integer"),
     ("device", lambda x: x in ("cpu", "cuda", "auto"), "one of cpu, cuda, auto"),
+    ("nproc", _pos_int, "an integer >= 1"),
     ("alpha_ratio", lambda x: _num(x) and 0 < x <= 1, "a number in (0, 1]"),
     ("data.root", lambda x: isinstance(x, str) and x != "", "a path"),
     ("data.num_workers", lambda x: isinstance(x, int) and x >= 0, "an integer >= 0"),
     ("model.width", lambda x: _num(x) and 0 < x <= 1, "a number in (0, 1]"),
     ("model.init", lambda x: x is None or isinstance(x, str), "null or a path"),
+    ("deeplab.arch", lambda x: x in ("vgg16_largefov", "resnet101_v2"), "vgg16_largefov or resnet101_v2"),
+    ("deeplab.batch_norm", lambda x: isinstance(x, bool), "true or false"),
     ("mining.rule", lambda x: x in ("paper", "code"), "paper or code"),
     ("mining.cam_scales", lambda x: isinstance(x, list) and x and all(_num(v) and v > 0 for v in x),
      "a non-empty list of positive scales"),
@@ -59,10 +63,13 @@ CHECKS: list[Check] = [
     ("evaluate.scales", lambda x: isinstance(x, list) and x and all(_num(v) and v > 0 for v in x),
      "a non-empty list of positive scales"),
     ("evaluate_cam.bg_threshold", lambda x: _num(x) and 0 <= x <= 1, "a number in [0, 1]"),
-] + [(f"{stage}.{key}", check, what) for stage in ("train_cls", "train_onestep", "train_full", "train_deeplab")
-     for key, check, what in _TRAIN_CHECKS if (stage, key) != ("train_cls", "steps")] + [
+] + [(f"{stage}.{key}", check, what)
+      for stage in ("train_cls", "train_onestep", "train_full", "pretrain_deeplab", "train_deeplab")
+      for key, check, what in _TRAIN_CHECKS if (stage, key) not in _MAY_SKIP] + [
     ("train_cls.steps", lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0,
-     "an integer >= 0 (0: model.init already is a VOC classifier and becomes models/cls.pt untrained)")]
+     "an integer >= 0 (0: model.init already is a VOC classifier and becomes models/cls.pt untrained)"),
+    ("pretrain_deeplab.steps", lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0,
+     "an integer >= 0 (0: deeplab.init, e.g. ImageNet weights, is used as it is)")]
 
 _MISSING = object()  # lookup() without a default raises
 _ABSENT = object()

@@ -21,7 +21,7 @@ from rrm.cam import cam_label_map, multiscale_cam
 from rrm.classes import CLASSES
 from rrm.crf import CRFParams, CRFPool
 from rrm.data.transforms import normalize
-from rrm.figures import colorize, heatmap, per_class_bars, save_grid
+from rrm.figures import cam_heatmap, colorize, per_class_bars, save_grid
 from rrm.inference import predict_probs
 from rrm.io import save_mask, write_json, write_text
 from rrm.metrics import ConfusionMatrix
@@ -102,6 +102,18 @@ def evaluate_segmentation(model: nn.Module, dataset: Sequence[dict], out_dir: st
 
 
 @torch.no_grad()
+def cam_and_reliable(model: nn.Module, sample: dict, *, scales: Sequence[float], mining: MiningParams,
+                     pool: CRFPool, device: torch.device | str) -> tuple[torch.Tensor, np.ndarray]:
+    """One sample's normalised multi-scale CAM, (1, 20, H, W) on the CPU (eq. 1-3), and the reliable
+    regions mined from it, (H, W) uint8 in {0..20, 255}. The model is expected in eval mode."""
+    image = normalize(sample["image"]).unsqueeze(0).to(device)
+    labels = torch.from_numpy(sample["labels"]).unsqueeze(0)
+    cam = multiscale_cam(model, image, labels.to(device), scales=scales).cpu()
+    reliable = mine_batch(sample["image"][None], cam, labels, mining, pool)[0]
+    return cam, reliable
+
+
+@torch.no_grad()
 def evaluate_cam(model: nn.Module, dataset: Sequence[dict], out_dir: str | Path, *, scales: Sequence[float],
                  bg_threshold: float, mining: MiningParams, pool: CRFPool, device: torch.device,
                  n_examples: int = 8) -> dict:
@@ -114,17 +126,15 @@ def evaluate_cam(model: nn.Module, dataset: Sequence[dict], out_dir: str | Path,
     labelled = total = 0
     examples = []
     for sample in tqdm(dataset, desc="evaluate CAM", unit="img"):
-        image = normalize(sample["image"]).unsqueeze(0).to(device)
-        labels = torch.from_numpy(sample["labels"]).unsqueeze(0).to(device)
-        cam = multiscale_cam(model, image, labels, scales=scales).cpu()
-        cam_label = cam_label_map(cam, labels.cpu(), bg_threshold=bg_threshold)[0].numpy().astype(np.uint8)
-        reliable = mine_batch(sample["image"][None], cam, labels.cpu(), mining, pool)[0]
+        cam, reliable = cam_and_reliable(model, sample, scales=scales, mining=mining, pool=pool, device=device)
+        labels = torch.from_numpy(sample["labels"]).unsqueeze(0)
+        cam_label = cam_label_map(cam, labels, bg_threshold=bg_threshold)[0].numpy().astype(np.uint8)
         cm.update(sample["mask"], cam_label)
         reliable_cm.update(np.where(reliable == 255, 255, sample["mask"]), reliable)
         labelled += int((reliable != 255).sum())
         total += reliable.size
         if len(examples) < n_examples:
-            examples.append([sample["image"], heatmap(cam[0].max(0).values.numpy()), colorize(cam_label),
+            examples.append([sample["image"], cam_heatmap(cam[0].numpy()), colorize(cam_label),
                              colorize(reliable), colorize(sample["mask"])])
     report = metrics_report(cm, n_images=len(dataset), bg_threshold=bg_threshold,
                             reliable_precision=reliable_cm.pixel_accuracy(),

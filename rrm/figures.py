@@ -11,6 +11,8 @@ from PIL import Image, ImageDraw
 from rrm.classes import PALETTE
 from rrm.io import atomic_path
 
+GRID_HEADER = 14  # px above a save_grid's first row, for the column titles
+
 
 def colorize(mask: np.ndarray) -> np.ndarray:
     """(H, W) label indices -> (H, W, 3) uint8 VOC colours (255 shows as the devkit's void colour)."""
@@ -21,6 +23,11 @@ def heatmap(values: np.ndarray) -> np.ndarray:
     """(H, W) in [0, 1] -> (H, W, 3) uint8 with a blue-to-red ramp."""
     v = np.clip(values, 0, 1)
     return (np.stack([v, 1 - np.abs(2 * v - 1), 1 - v], axis=-1) * 255).astype(np.uint8)
+
+
+def cam_heatmap(cam: np.ndarray) -> np.ndarray:
+    """(C, H, W) normalised CAMs (absent classes zero) -> heatmap of their per-pixel max, (H, W, 3) uint8."""
+    return heatmap(np.asarray(cam).max(axis=0))
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -34,7 +41,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
 def save_grid(path: str | os.PathLike, rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str],
               cell: int = 128) -> None:
     """Write rows of (H, W, 3) pictures as one PNG, each resized to `cell` px high, titled per column."""
-    header = 14
+    header = GRID_HEADER
     grid = Image.new("RGB", (cell * len(titles), header + cell * len(rows)), "white")
     draw = ImageDraw.Draw(grid)
     for col, title in enumerate(titles):

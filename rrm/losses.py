@@ -34,8 +34,12 @@ def split_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255)
             f"logits must be (N, C, H, W) and target (N, H, W) with matching N, H, W; got "
             f"{tuple(logits.shape)} and {tuple(target.shape)}"
         )
-    target = target.long()
-    labelled = target != ignore_index
-    bg_target = target.masked_fill(labelled & (target != 0), ignore_index)
-    fg_target = target.masked_fill(target == 0, ignore_index)
+    bg_target, fg_target = split_targets(target, ignore_index)
     return _masked_ce(logits, bg_target, ignore_index), _masked_ce(logits, fg_target, ignore_index)
+
+
+def split_targets(target: Tensor, ignore_index: int = 255) -> tuple[Tensor, Tensor]:
+    """(N, H, W) labels -> (background-only map, foreground-only map), the other pixels set to ignore."""
+    target = target.long()
+    bg_target = target.masked_fill((target != ignore_index) & (target != 0), ignore_index)
+    return bg_target, target.masked_fill(target == 0, ignore_index)

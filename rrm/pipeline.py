@@ -58,8 +58,9 @@ def train_settings(params: dict, stage: str, *, mode: str, out_model: str, init:
         mask_dir=mask_dir or params["data"].get("mask_dir"), out_model=out_model,
         checkpoint=f"checkpoints/{stage}/last.pt", live_dir=f"reports/{stage}/live",
         width=float(lookup(params, "deeplab.width") if arch != "resnet38" else params["model"]["width"]),
+        batch_norm=arch == "vgg16_largefov" and bool(lookup(params, "deeplab.batch_norm", False)),
         init=init, seed=int(params["seed"]), device=str(device(params)),
-        num_workers=int(params["data"]["num_workers"]),
+        num_workers=int(params["data"]["num_workers"]), nproc=int(params["nproc"]),
         **{key: section[key] for key in TRAIN_KEYS if key in section}, **extra)
 
 
@@ -72,6 +73,6 @@ def load_model(path: str | Path, map_device: torch.device | str = "cpu") -> nn.M
     if meta["arch"] == "resnet38":
         model = build_rrm(width=meta["width"])
     else:
-        model = build_deeplab(arch=meta["arch"], width=meta["width"])
+        model = build_deeplab(arch=meta["arch"], width=meta["width"], batch_norm=meta.get("batch_norm", False))
     model.load_state_dict(state["model"])
     return model.to(map_device).eval()

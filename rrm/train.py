@@ -1,15 +1,22 @@
 """Training loops: classification pre-training, one-step RRM, and the fully supervised reference.
 
 One loop serves all three modes; they differ only in the loss of a step:
-  cls      multi-label soft-margin loss (the authors' "VOC-classification ResNet-38" weights)
+  cls      multi-label soft-margin loss (the authors' "VOC-classification ResNet-38" weights; for a DeepLab,
+           classification pre-training through the global average of its class scores)
   onestep  cls + CE(bg) + CE(fg) on mined reliable regions + dense energy loss (paper eq. 8)
   supervised  CE on masks: ground truth (the fully supervised reference) or the one-step network's
               pseudo masks (two-step DeepLab, any of ARCHS)
 Runs checkpoint atomically every N steps and resume from the last checkpoint after a kill.
+
+Under torchrun (see rrm.distributed) the model is wrapped in DistributedDataParallel and `batch_size` stays
+the global batch of one step: each rank trains on its slice, every image is augmented as a single process
+would augment it, and pixel-averaged losses are normalised over the global batch, so N processes follow
+the single-process schedule (up to dropout masks, drawn per rank). Rank 0 alone logs and writes files.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,19 +24,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from rrm import distributed
 from rrm.cam import multiscale_cam
+from rrm.classes import IGNORE_INDEX
 from rrm.crf import CRFPool
 from rrm.data.transforms import TrainBatchCollate
 from rrm.data.voc import VOCSegmentation
 from rrm.energy_loss import dense_energy_loss
 from rrm.inference import segmentation_logits
 from rrm.io import load_torch, save_torch
-from rrm.losses import classification_loss, split_cross_entropy
+from rrm.losses import classification_loss, split_cross_entropy, split_targets
 from rrm.models.deeplab import build_deeplab
 from rrm.models.rrm_net import build_rrm
 from rrm.models.weights import load_rrm_weights
@@ -50,6 +61,7 @@ class TrainSettings:
     arch: str = "resnet38"
     mask_dir: str | None = None
     width: float = 0.125
+    batch_norm: bool = False  # DeepLab-LargeFOV only: VGG-16 with BatchNorm (torchvision's vgg16_bn)
     init: str | None = None
     freeze_bn: bool = True
     steps: int = 100
@@ -65,6 +77,7 @@ class TrainSettings:
     seed: int = 0
     device: str = "cpu"
     num_workers: int = 0
+    nproc: int = 1  # processes a stage launches under torchrun; train() itself uses torchrun's world size
     loss: str = "joint"
     pseudo: str = "rrm"
     cam_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
@@ -76,36 +89,60 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"train mode {self.mode!r}: expected one of {MODES}")
-        if self.arch not in ARCHS or (self.arch != "resnet38" and self.mode != "supervised"):
+        if self.arch not in ARCHS or (self.arch != "resnet38" and self.mode == "onestep"):
             raise ValueError(f"arch {self.arch!r} with mode {self.mode!r}: expected resnet38, or a DeepLab "
-                             f"arch {ARCHS[1:]} with mode 'supervised'")
+                             f"arch {ARCHS[1:]} with mode 'cls' or 'supervised'")
+        _check_split(self.batch_size, self.nproc)
 
 
-class StepBatchSampler(Sampler[list[tuple[int, int]]]):
+def _check_split(batch_size: int, world: int) -> None:
+    if batch_size % world:
+        raise ValueError(f"batch_size {batch_size} is not divisible by the {world} training processes "
+                         f"(nproc / torchrun --nproc_per_node): batch_size is the global batch of one step, "
+                         f"split evenly across the processes")
+
+
+Key = tuple[int, int, int]  # (dataset index, batch seed, image seed)
+
+
+class StepBatchSampler(Sampler[list[Key]]):
     """Batches for steps [start, steps): epoch-seeded permutations, so a resumed run sees the same data.
 
-    Each index carries a per-batch seed, so augmentation is reproducible whatever the worker count.
+    `batch_size` is the global batch; with `world_size` > 1 rank r gets the r-th of `world_size` equal
+    slices. Each index carries its batch's seed (the shared random scale) and a seed for its position in
+    the global batch (its flip and crop), so augmentation is reproducible whatever the worker count and
+    the same whatever the number of ranks.
     """
 
-    def __init__(self, n: int, batch_size: int, steps: int, seed: int, start: int = 0) -> None:
+    def __init__(self, n: int, batch_size: int, steps: int, seed: int, start: int = 0, *, rank: int = 0,
+                 world_size: int = 1) -> None:
         if n < batch_size:
             raise ValueError(f"training split has {n} images, fewer than batch_size {batch_size}")
+        _check_split(batch_size, world_size)
         self.n, self.batch_size, self.steps, self.seed, self.start = n, batch_size, steps, seed, start
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         return self.steps - self.start
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[Key]]:
         per_epoch = self.n // self.batch_size  # drop_last, as the authors' loader does
+        local = self.batch_size // self.world_size
         for step in range(self.start, self.steps):
             epoch, k = divmod(step, per_epoch)
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
             batch = order[k * self.batch_size:(k + 1) * self.batch_size].tolist()
-            yield [(i, self.seed * 1000003 + step) for i in batch]
+            batch_seed = self.seed * 1000003 + step
+            positions = range(self.rank * local, (self.rank + 1) * local)
+            yield [(batch[p], batch_seed, _image_seed(batch_seed, p)) for p in positions]
+
+
+def _image_seed(batch_seed: int, position: int) -> int:
+    return int(np.random.SeedSequence([batch_seed, position]).generate_state(1, np.uint64)[0])
 
 
 class _Seeded(Dataset):
-    """Dataset view indexed by (index, batch_seed) pairs; the seed travels to the collate function."""
+    """Dataset view indexed by (index, batch_seed, image_seed); the seeds travel to the collate function."""
 
     def __init__(self, base: Dataset) -> None:
         self.base = base
@@ -113,18 +150,34 @@ class _Seeded(Dataset):
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> dict:
-        index, seed = key
-        return {**self.base[index], "seed": seed}
+    def __getitem__(self, key: Key) -> dict:
+        index, batch_seed, image_seed = key
+        return {**self.base[index], "batch_seed": batch_seed, "image_seed": image_seed}
 
 
 class _SeededCollate:
+    """TrainBatchCollate with its draws tied to the global batch rather than to the slice collated here.
+
+    The batch seed draws the one random scale of the batch (the authors' per-batch scale); each image's
+    seed then drives its own flip and crop. A rank collating half the batch thus produces exactly the
+    images a single process produces for the whole batch.
+    """
+
     def __init__(self, collate: TrainBatchCollate) -> None:
         self.collate = collate
 
     def __call__(self, samples: list[dict]) -> dict:
-        torch.manual_seed(samples[0]["seed"])
-        return self.collate(samples)
+        torch.manual_seed(samples[0]["batch_seed"])
+        low, high = self.collate.scale_range
+        scale = low + (high - low) * torch.rand(()).item()  # TrainBatchCollate's own draw
+        fixed = copy.copy(self.collate)
+        fixed.scale_range = (scale, scale)  # low == high: every image gets exactly `scale`
+        parts = []
+        for sample in samples:
+            torch.manual_seed(sample["image_seed"])
+            parts.append(fixed([sample]))
+        return {key: torch.cat([part[key] for part in parts]) if isinstance(value, torch.Tensor)
+                else [item for part in parts for item in part[key]] for key, value in parts[0].items()}
 
 
 def _rng_state() -> dict:
@@ -140,7 +193,7 @@ def _set_rng_state(state: dict) -> None:
 
 def settings_fingerprint(s: TrainSettings) -> str:
     """What a checkpoint must match to be resumed (paths and worker counts may change)."""
-    skip = {"out_model", "checkpoint", "live_dir", "num_workers", "pool_processes", "device"}
+    skip = {"out_model", "checkpoint", "live_dir", "num_workers", "pool_processes", "device", "nproc"}
     return repr(sorted((k, repr(v)) for k, v in vars(s).items() if k not in skip))
 
 
@@ -152,7 +205,8 @@ def build_model(s: TrainSettings, device: torch.device) -> nn.Module:
         if s.init:
             load_rrm_weights(model, s.init)
     else:
-        model = build_deeplab(arch=s.arch, width=s.width, weights=s.init, freeze_bn=s.freeze_bn)
+        model = build_deeplab(arch=s.arch, width=s.width, weights=s.init, freeze_bn=s.freeze_bn,
+                              batch_norm=s.batch_norm)
     return model.to(device)
 
 
@@ -176,20 +230,45 @@ def make_optimizer(model: nn.Module, s: TrainSettings) -> tuple[torch.optim.Opti
     return optimizer, scheduler
 
 
+def _global_pixel_ce(logits: torch.Tensor, targets: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Under DDP: the CE of each target map averaged over the labelled pixels of the GLOBAL batch.
+
+    A per-rank pixel mean would weight ranks equally whatever their labelled-pixel counts (padding and
+    void differ per slice). Each rank divides its pixel sum by the all-reduced count times the world size
+    instead; DDP averages the ranks' gradients, so the update equals the single-process pixel mean.
+    """
+    world = dist.get_world_size()
+    counts = torch.stack([(target != IGNORE_INDEX).sum() for target in targets])
+    dist.all_reduce(counts)
+    return [logits.sum() * 0.0 if count == 0 else  # no labelled pixel anywhere: zero, still in the graph
+            F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum") * (world / count)
+            for target, count in zip(targets, counts.tolist(), strict=True)]
+
+
 def step_losses(model: nn.Module, batch: dict, s: TrainSettings, pool: CRFPool | None,
                 device: torch.device) -> dict[str, torch.Tensor]:
-    """The loss terms of one step; their sum is what is optimised."""
+    """The loss terms of one step; their sum is what is optimised.
+
+    `model` may be DistributedDataParallel-wrapped; pixel-averaged terms then average over the global batch.
+    """
+    ddp = isinstance(model, DistributedDataParallel)
     images, labels = batch["image"].to(device), batch["labels"].to(device)
     crop = images.shape[-2:]
     if s.mode == "supervised":
         seg = F.interpolate(segmentation_logits(model, images), crop, mode="bilinear", align_corners=False)
-        return {"ce": F.cross_entropy(seg, batch["mask"].to(device), ignore_index=255)}
+        mask = batch["mask"].to(device)
+        if ddp:
+            return {"ce": _global_pixel_ce(seg, [mask])[0]}
+        return {"ce": F.cross_entropy(seg, mask, ignore_index=IGNORE_INDEX)}
     out = model(images)
+    if s.arch != "resnet38":  # DeepLab pre-training: global average of its foreground scores (a GAP classifier)
+        return {"cls": classification_loss(out["out"][:, 1:].mean((2, 3)), labels)}
     losses = {"cls": classification_loss(out["cls"], labels)}
     if s.mode == "cls":
         return losses
-    with torch.no_grad():
-        cam = multiscale_cam(model, images, labels, scales=s.cam_scales, scale1_cam=out["cam"])
+    with torch.no_grad():  # the bare module: extra forwards through DDP would sync buffers for nothing
+        cam = multiscale_cam(getattr(model, "module", model), images, labels, scales=s.cam_scales,
+                             scale1_cam=out["cam"])
     raw_uint8 = batch["raw"].permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
     roi = batch["roi"].numpy() > 0
     if s.pseudo == "rrm":
@@ -198,8 +277,11 @@ def step_losses(model: nn.Module, batch: dict, s: TrainSettings, pool: CRFPool |
         pseudo = mine_cam_only(cam.cpu(), labels.cpu(), s.mining, roi=roi)
     target = torch.from_numpy(pseudo).long().to(device)
     seg = F.interpolate(out["seg"], crop, mode="bilinear", align_corners=False)
-    losses["ce_bg"], losses["ce_fg"] = split_cross_entropy(seg, target)
-    if s.loss == "joint":
+    if ddp:  # split_cross_entropy's bg / fg maps, each averaged over the global batch
+        losses["ce_bg"], losses["ce_fg"] = _global_pixel_ce(seg, list(split_targets(target, IGNORE_INDEX)))
+    else:
+        losses["ce_bg"], losses["ce_fg"] = split_cross_entropy(seg, target)
+    if s.loss == "joint":  # a per-image mean already: rank means average to the global one
         losses["energy"] = dense_energy_loss(
             batch["raw"].to(device), torch.softmax(seg, dim=1), batch["roi"].to(device), target,
             sigma_rgb=s.energy["sigma_rgb"], sigma_xy=s.energy["sigma_xy"], scale=s.energy["scale"],
@@ -207,48 +289,94 @@ def step_losses(model: nn.Module, batch: dict, s: TrainSettings, pool: CRFPool |
     return losses
 
 
+def _gather_rng() -> list[dict]:
+    """Every rank's RNG state (rank order), so a resumed DDP run keeps each rank's dropout stream."""
+    state = _rng_state()
+    if distributed.world_size() == 1:
+        return [state]
+    states: list = [None] * distributed.world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
+def _restore_rng(saved: list[dict] | dict, rank: int) -> None:
+    saved = [saved] if isinstance(saved, dict) else saved
+    if rank < len(saved):  # a rank the saved run did not have keeps its fresh seed
+        _set_rng_state(saved[rank])
+
+
 def train(s: TrainSettings) -> dict:
-    """Run (or resume) a training stage and write the final weights to `s.out_model`."""
+    """Run (or resume) a training stage and write the final weights to `s.out_model`.
+
+    Started by torchrun with several processes, it trains with DistributedDataParallel (see module doc).
+    """
+    _check_split(s.batch_size, distributed.torchrun_world_size())  # before any process starts work
+    with distributed.process_group(s.device) as device:
+        return _train(s, device)
+
+
+def _train(s: TrainSettings, device: torch.device) -> dict:
     from dvclive import Live  # imported here: dvclive pulls in DVC, which the library doesn't otherwise need
 
-    device = torch.device(s.device)
-    torch.manual_seed(s.seed)
-    np.random.seed(s.seed)
-    random.seed(s.seed)
+    rank, world = distributed.rank(), distributed.world_size()
+    main = rank == 0
+    # Rank 0 seeds as a single process does; DDP copies its initial weights to the others, whose own seeds
+    # only give them their own dropout masks.
+    torch.manual_seed(s.seed + rank)
+    np.random.seed(s.seed + rank)
+    random.seed(s.seed + rank)
     dataset = VOCSegmentation(s.data_root, s.split, mask_dir=s.mask_dir, weak=s.mode != "supervised")
     model = build_model(s, device)
+    if world > 1 and not s.freeze_bn:
+        if device.type == "cuda":  # batch statistics over the global batch, as one process computes them
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif main:  # torch's SyncBatchNorm is GPU-only
+            print("note: BatchNorm is trained on CPU with several processes: each process normalises with "
+                  "the statistics of its own slice of the batch (freeze_bn or one process avoids this)")
     optimizer, scheduler = make_optimizer(model, s)
     start = 0
     checkpoint = Path(s.checkpoint)
-    state = load_torch(checkpoint) if checkpoint.is_file() else None
+    state = load_torch(checkpoint) if checkpoint.is_file() else None  # every rank loads it
     if state is not None and state.get("settings") != settings_fingerprint(s):
-        print(f"{checkpoint}: written with other settings; starting over")
+        if main:
+            print(f"{checkpoint}: written with other settings; starting over")
         state = None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        _restore_rng(state["rng"], rank)
         start = int(state["step"])
-        print(f"resuming {s.mode} training from {checkpoint} at step {start}/{s.steps}")
-    sampler = StepBatchSampler(len(dataset), s.batch_size, s.steps, s.seed, start)
+        if main:
+            print(f"resuming {s.mode} training from {checkpoint} at step {start}/{s.steps}")
+    # DDP's constructor is a collective: no rank passes it (and later writes a checkpoint) before all loaded.
+    # cls and supervised leave one RRMNet head without gradient (seg / fc8), which DDP must be told to expect
+    # (it then warns it found none: the head is in the outputs, only the loss ignores it).
+    net: nn.Module = model if world == 1 else DistributedDataParallel(
+        model, device_ids=[device] if device.type == "cuda" else None,
+        find_unused_parameters=s.arch == "resnet38" and s.mode != "onestep")
+    sampler = StepBatchSampler(len(dataset), s.batch_size, s.steps, s.seed, start, rank=rank, world_size=world)
     collate = _SeededCollate(TrainBatchCollate(crop_size=s.crop_size, scale_range=tuple(s.scale_range)))
     loader = DataLoader(_Seeded(dataset), batch_sampler=sampler, collate_fn=collate, num_workers=s.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=s.num_workers > 0)
-    pool = CRFPool(s.pool_processes) if s.mode == "onestep" and s.pseudo == "rrm" else None
-    live = Live(s.live_dir, dvcyaml=False, save_dvc_exp=False, resume=start > 0) if s.live_dir else None
-    model.train()
+    pool = CRFPool(s.pool_processes) if s.mode == "onestep" and s.pseudo == "rrm" else None  # one per rank
+    live = Live(s.live_dir, dvcyaml=False, save_dvc_exp=False, resume=start > 0) if s.live_dir and main else None
+    net.train()
     history: dict[str, float] = {}
     try:
-        progress = tqdm(loader, total=len(sampler), desc=f"train {s.mode}", unit="step")
+        progress = tqdm(loader, total=len(sampler), desc=f"train {s.mode}", unit="step", disable=not main)
         for step, batch in enumerate(progress, start=start + 1):
-            losses = step_losses(model, batch, s, pool, device)
+            losses = step_losses(net, batch, s, pool, device)
             total = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
             scheduler.step()
-            history = {k: v.item() for k, v in losses.items()} | {"total": total.item()}
+            values = torch.stack([v.detach() for v in (*losses.values(), total)])
+            if world > 1:  # log the global batch's losses: the mean over ranks
+                dist.all_reduce(values)
+                values /= world
+            history = dict(zip([*losses, "total"], values.tolist(), strict=True))
             progress.set_postfix({k: f"{v:.3f}" for k, v in history.items()})
             if live is not None:
                 for name, value in history.items():
@@ -256,15 +384,20 @@ def train(s: TrainSettings) -> dict:
                 live.log_metric("lr", optimizer.param_groups[0]["lr"])
                 live.next_step()
             if step % s.checkpoint_every == 0 or step == s.steps:
-                save_torch(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                        "scheduler": scheduler.state_dict(), "step": step, "rng": _rng_state(),
-                                        "settings": settings_fingerprint(s)})
+                rng = _gather_rng()
+                if main:
+                    save_torch(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                            "scheduler": scheduler.state_dict(), "step": step, "rng": rng,
+                                            "settings": settings_fingerprint(s)})
     finally:
         if pool is not None:
             pool.close()
         if live is not None:
             live.end()
-    save_torch(s.out_model, {"model": model.state_dict(), "meta": {"mode": s.mode, "width": s.width,
-                                                                   "steps": s.steps, "arch": s.arch}})
-    checkpoint.unlink(missing_ok=True)  # finished: only the final model remains
+    if main:
+        save_torch(s.out_model, {"model": model.state_dict(), "meta": {"mode": s.mode, "width": s.width,
+                                                                       "steps": s.steps, "arch": s.arch,
+                                                                       "batch_norm": s.batch_norm}})
+        checkpoint.unlink(missing_ok=True)  # finished: only the final model remains
+    distributed.barrier()  # no rank returns (and ends the job) before rank 0's files are written
     return history

@@ -7,14 +7,17 @@ one-step RRM starts; its CAMs are also the CAM pseudo-label baseline (stage eval
 from __future__ import annotations
 
 from rrm.config import load_params
+from rrm.distributed import launch
 from rrm.pipeline import train_settings
 from rrm.train import train
 
 
 def main() -> None:
     params = load_params()
-    train(train_settings(params, "train_cls", mode="cls", out_model="models/cls.pt",
-                         init=params["model"]["init"]))
+    settings = train_settings(params, "train_cls", mode="cls", out_model="models/cls.pt",
+                              init=params["model"]["init"])
+    if not launch(settings.nproc):  # nproc > 1: re-run this script under torchrun
+        train(settings)
 
 
 if __name__ == "__main__":

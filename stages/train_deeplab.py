@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rrm.config import load_params
+from rrm.distributed import launch
 from rrm.pipeline import train_settings
 from rrm.train import train
 
@@ -12,9 +13,11 @@ from rrm.train import train
 def main() -> None:
     params = load_params()
     deeplab = params["deeplab"]
-    train(train_settings(params, "train_deeplab", mode="supervised", out_model="models/deeplab.pt",
-                         arch=deeplab["arch"], init=deeplab["init"], mask_dir=str(Path("data/pseudo").resolve()),
-                         split=params["export_pseudo"]["split"]))
+    settings = train_settings(params, "train_deeplab", mode="supervised", out_model="models/deeplab.pt",
+                              arch=deeplab["arch"], init="models/deeplab_init.pt",
+                              mask_dir=str(Path("data/pseudo").resolve()), split=params["export_pseudo"]["split"])
+    if not launch(settings.nproc):  # nproc > 1: re-run this script under torchrun
+        train(settings)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,17 @@ ground-truth masks instead of reliable regions (the full-supervision reference).
 from __future__ import annotations
 
 from rrm.config import load_params
+from rrm.distributed import launch
 from rrm.pipeline import train_settings
 from rrm.train import train
 
 
 def main() -> None:
     params = load_params()
-    train(train_settings(params, "train_full", mode="supervised", out_model="models/full.pt",
-                         init="models/cls.pt"))
+    settings = train_settings(params, "train_full", mode="supervised", out_model="models/full.pt",
+                              init="models/cls.pt")
+    if not launch(settings.nproc):  # nproc > 1: re-run this script under torchrun
+        train(settings)
 
 
 if __name__ == "__main__":

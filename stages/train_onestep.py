@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from rrm.config import load_params
+from rrm.distributed import launch
 from rrm.pipeline import train_settings
 from rrm.train import train
 
 
 def main() -> None:
     params = load_params()
-    train(train_settings(params, "train_onestep", mode="onestep", out_model="models/onestep.pt",
-                         init="models/cls.pt"))
+    settings = train_settings(params, "train_onestep", mode="onestep", out_model="models/onestep.pt",
+                              init="models/cls.pt")
+    if not launch(settings.nproc):  # nproc > 1: re-run this script under torchrun
+        train(settings)
 
 
 if __name__ == "__main__":

@@ -162,3 +162,25 @@ def test_param_groups(arch, new, narrow):
 def test_rejects_unknown_arch():
     with pytest.raises(ValueError, match="arch must be one of"):
         build_deeplab(arch="resnet50")
+
+
+def test_batch_norm_variant_loads_torchvision_vgg16_bn_keys():
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in torchvision.models.vgg16_bn(weights=None).state_dict().items()}
+    torch.manual_seed(0)
+    state = {k: torch.randn(s) if s else torch.tensor(3) for k, s in shapes.items()}
+    mapped, _ = imagenet_to_deeplab(state, "vgg16_largefov")
+    model = build_deeplab(arch="vgg16_largefov", batch_norm=True, freeze_bn=False)
+    load_state_dict_checked(model, mapped, source="vgg16_bn-6c64b313.pth", allow_missing=("fc8.",))
+    assert torch.equal(model.features[41].running_var, state["features.41.running_var"])  # conv5_3's BN
+    with pytest.raises(ValueError, match="features.1.running_mean"):  # plain VGG-16 has no BatchNorm there
+        load_state_dict_checked(build_deeplab(arch="vgg16_largefov"), mapped, source="vgg16_bn-6c64b313.pth",
+                                allow_missing=("fc8.",))
+
+
+def test_frozen_batch_norm_keeps_statistics_in_train_mode():
+    model = build_deeplab(arch="vgg16_largefov", width=WIDTH, batch_norm=True, freeze_bn=True).train()
+    bn = model.features[1]
+    before = bn.running_mean.clone()
+    model(torch.randn(2, 3, 32, 32))
+    assert not bn.training and torch.equal(bn.running_mean, before) and not bn.weight.requires_grad

@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import pytest
 import torch
 
 from rrm.io import load_torch
@@ -100,3 +101,20 @@ def test_killed_run_resumes_to_identical_weights(tiny_dataset, tmp_path):
     train(killed)  # resumes from the checkpoint
     a, b = _weights(tmp_path / "ref" / "model.pt"), _weights(tmp_path / "kill" / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_deeplab_classification_pretraining_initialises_deeplab(tiny_dataset, tmp_path):
+    """pretrain_deeplab (mode cls on a DeepLab) trains the whole net; train_deeplab loads its checkpoint."""
+    deeplab = {"arch": "vgg16_largefov", "batch_norm": True, "width": 0.0625, "freeze_bn": False}
+    pre = _settings(tiny_dataset, tmp_path / "pre", mode="cls", steps=3, optimizer="adam", lr=1e-3, **deeplab)
+    train(pre)
+    trained = _weights(Path(pre.out_model))
+    assert load_torch(pre.out_model)["meta"] == {"mode": "cls", "width": 0.0625, "steps": 3,
+                                                      "arch": "vgg16_largefov", "batch_norm": True}
+    start = _settings(tiny_dataset, tmp_path / "fine", mode="supervised", steps=0, init=pre.out_model, **deeplab)
+    train(start)
+    loaded = _weights(Path(start.out_model))
+    assert set(loaded) == set(trained)
+    assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+    with pytest.raises(ValueError, match="mode 'onestep'"):
+        _settings(tiny_dataset, tmp_path, mode="onestep", arch="vgg16_largefov")

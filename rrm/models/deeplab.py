@@ -8,7 +8,7 @@ ImageNet initialisation reads a torchvision-format state dict (`vgg16-397923af.p
 
 | torchvision key                        | here                                                      |
 |----------------------------------------|-----------------------------------------------------------|
-| vgg16 `features.N.*`                   | `features.N.*` (same indices)                             |
+| vgg16 `features.N.*`                   | `features.N.*` (same indices; vgg16_bn's with `batch_norm`) |
 | vgg16 `classifier.0.*` (fc6)           | `fc6.*`: every 4th filter, 7x7 taps 0/3/6 -> (1024, 512, 3, 3) |
 | vgg16 `classifier.3.*` (fc7)           | `fc7.*`: every 4th filter and input -> (1024, 1024, 1, 1) |
 | vgg16 `classifier.6.*`                 | dropped (ImageNet classes); `fc8` starts fresh            |
@@ -57,11 +57,16 @@ class DeepLabLargeFOV(nn.Module):
     """DeepLab-LargeFOV (Chen et al. ICLR 2015): VGG-16 convs with pools 1-3 3x3/2 (pad 1), pools 4-5
     3x3/1, conv5 dilation 2, fc6 3x3 dilation 12 -> 1024, fc7 1x1 -> 1024 (ReLU and Dropout 0.5 after
     each), fc8 1x1 -> num_classes. (N, 3, H, W) -> {"out": (N, K, ceil(H/8), ceil(W/8))}.
+
+    `batch_norm` puts BatchNorm after every conv as torchvision's `vgg16_bn` (same `features` indices, so its
+    ImageNet file loads): without ImageNet weights the plain 16-layer VGG does not train from random
+    weights in a short schedule (it predicts background everywhere), with BatchNorm it does.
     """
 
     new_layers = ("fc8.",)
 
-    def __init__(self, *, num_classes: int = 21, width: float = 1.0) -> None:
+    def __init__(self, *, num_classes: int = 21, width: float = 1.0, batch_norm: bool = False,
+                 freeze_bn: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_ch, n_pool = 3, 0
@@ -77,6 +82,7 @@ class DeepLabLargeFOV(nn.Module):
                 out_ch = scaled(int(item), width)
                 layers += [
                     nn.Conv2d(in_ch, out_ch, 3, padding=dilation, dilation=dilation),
+                    *([nn.BatchNorm2d(out_ch)] if batch_norm else []),
                     nn.ReLU(inplace=True),
                 ]
                 in_ch = out_ch
@@ -92,6 +98,15 @@ class DeepLabLargeFOV(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.fc8.weight, std=0.01)  # DeepLab's classifier init
+        self.freeze_bn = freeze_bn and batch_norm
+        if self.freeze_bn:
+            freeze_batchnorm(self)
+
+    def train(self, mode: bool = True) -> DeepLabLargeFOV:
+        super().train(mode)
+        if self.freeze_bn:
+            set_batchnorm_eval(self)
+        return self
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         _check_image(x, "DeepLabLargeFOV")
@@ -280,9 +295,11 @@ def build_deeplab(
     width: float = 1.0,
     weights: str | os.PathLike | None = None,
     freeze_bn: bool = True,
+    batch_norm: bool = False,
 ) -> nn.Module:
     """DeepLab-LargeFOV ("vgg16_largefov") or DeepLab-v2 ("resnet101_v2"), optionally ImageNet-initialised
-    from a torchvision-format file. `freeze_bn` applies to the ResNet (VGG-16 has no BatchNorm)."""
+    from a torchvision-format file. `batch_norm` selects VGG-16 with BatchNorm (torchvision's vgg16_bn);
+    `freeze_bn` keeps BatchNorm in eval mode and untrained."""
     if arch not in BUILDERS:
         raise ValueError(f"arch must be one of {sorted(BUILDERS)}, got {arch!r}")
     if not width > 0:
@@ -290,7 +307,7 @@ def build_deeplab(
     if arch == "resnet101_v2":
         model: nn.Module = DeepLabV2(num_classes=num_classes, width=width, freeze_bn=freeze_bn)
     else:
-        model = DeepLabLargeFOV(num_classes=num_classes, width=width)
+        model = DeepLabLargeFOV(num_classes=num_classes, width=width, batch_norm=batch_norm, freeze_bn=freeze_bn)
     if weights is not None:
         load_imagenet_weights(model, weights, arch=arch)
     return model
