@@ -241,6 +241,7 @@ def main() -> None:
             "cpu_count": threads,
             "load_average": os.getloadavg(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "nice": os.nice(0),
             "torch": torch.__version__,
             "device": torch.cuda.get_device_name() if cuda else "cpu",
         },

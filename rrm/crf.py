@@ -2,13 +2,16 @@
 
 RRM runs the dense CRF of equation 5 on every training image at every step (twice per image in the
 authors' code), so the CRFs of a whole batch are farmed out to a process pool that lives as long as
-the training run. This module imports numpy and pydensecrf only: spawned workers start fast.
+the training run. This module imports numpy and pydensecrf only: spawned workers start fast. Besides
+single CRFs (``map``), the pool runs any picklable function (``submit``): reliable-region mining sends
+each image's CRFs and its labelling rule to one worker, so only the uint8 labels travel back.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -65,20 +68,54 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.nda
     unary is -log(clip(probs, 1e-5)), as in RRM/AffinityNet where background and CAM scores are
     concatenated). Returns the posterior Q, (K, H, W) float32, each pixel summing to 1.
     """
-    _check_inputs(image, probs)
-    num_labels, height, width = probs.shape
+    return dense_crfs(image, [probs], params)[0]
+
+
+def dense_crfs(image: np.ndarray, probs: Sequence[np.ndarray], params: CRFParams) -> list[np.ndarray]:
+    """dense_crf of several score maps with the same K on one image, sharing the kernels.
+
+    The kernels (the permutohedral lattices pydensecrf builds from the image, about a fifth of a
+    CRF's time) depend on the image and params only, and inference starts afresh from each map's
+    unary, so every posterior is bit-identical to its own dense_crf call. Mining runs two CRFs per
+    image (gamma_low, gamma_high) this way.
+    """
+    probs = list(probs)
+    for prob in probs:
+        _check_inputs(image, prob)
+    if len({prob.shape for prob in probs}) > 1:
+        raise ValueError(f"probs must share one (K, H, W) shape, got {[prob.shape for prob in probs]}")
+    if not probs:
+        return []
+    num_labels, height, width = probs[0].shape
     crf = dcrf.DenseCRF2D(width, height, num_labels)
-    crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs.astype(np.float32, copy=False))))
     crf.addPairwiseGaussian(sxy=params.gauss_sxy, compat=params.gauss_compat)
     crf.addPairwiseBilateral(
         sxy=params.bi_sxy, srgb=params.bi_srgb, rgbim=np.ascontiguousarray(image), compat=params.bi_compat
     )
-    posterior = crf.inference(params.iterations)
-    return np.asarray(posterior, dtype=np.float32).reshape(num_labels, height, width)
+    posteriors = []
+    for prob in probs:
+        crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(prob.astype(np.float32, copy=False))))
+        posterior = crf.inference(params.iterations)
+        posteriors.append(np.asarray(posterior, dtype=np.float32).reshape(num_labels, height, width))
+    return posteriors
 
 
 def _run_job(job: tuple[np.ndarray, np.ndarray, CRFParams]) -> np.ndarray:
     return dense_crf(*job)
+
+
+_SINGLE_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _init_worker() -> None:
+    """Each worker computes on one core: the pool itself is the parallelism. pydensecrf is serial; a
+    library that a task imports later (or torch, which a spawned worker imports when the parent's
+    main module does) must not start a thread per core on top of it."""
+    for name in _SINGLE_THREAD_ENV:
+        os.environ[name] = "1"
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 class _Ready(Generic[T]):
@@ -106,11 +143,22 @@ class _Pending:
         return [future.result(timeout) for future in self._futures]
 
 
+class _Submitted(Generic[T]):
+    """Handle over one pool future (see _Pending)."""
+
+    def __init__(self, future: Future) -> None:
+        self._future = future
+
+    def get(self, timeout: float | None = None) -> T:
+        return self._future.result(timeout)
+
+
 class CRFPool:
     """Persistent pool of CRF worker processes ('spawn' start: safe next to torch's threads).
 
     processes=None uses os.cpu_count(); 0 or 1 runs every CRF inline in this process. Create once,
-    reuse every step, close at the end (or use as a context manager).
+    reuse every step, close at the end (or use as a context manager). Workers run single-threaded
+    (see _init_worker) and start on first use; ``workers`` is how many run in parallel (1 inline).
     """
 
     def __init__(self, processes: int | None = None) -> None:
@@ -120,10 +168,26 @@ class CRFPool:
             raise ValueError(f"processes must be None or an int >= 0, got {processes!r}")
         self.processes, self._closed = processes, False
         self._pool = (
-            ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+            ProcessPoolExecutor(
+                processes, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+            )
             if processes > 1
             else None
         )
+
+    @property
+    def workers(self) -> int:
+        """Tasks that run at the same time: the worker processes, or 1 when everything runs inline."""
+        return self.processes if self._pool is not None else 1
+
+    def submit(self, fn: Callable[..., T], *args: object) -> _Ready[T] | _Submitted[T]:
+        """Run fn(*args) in a worker (fn and args must pickle; fn a module-level function); the
+        handle's .get() returns its result. Inline pools compute it on .get(), in this process."""
+        if self._closed:
+            raise RuntimeError("CRFPool is closed")
+        if self._pool is None:
+            return _Ready(lambda: fn(*args))
+        return _Submitted(self._pool.submit(fn, *args))
 
     def map_async(
         self,

@@ -8,22 +8,49 @@ constants (feature scale sqrt(2/3) (d + 1), unnormalised blur, slice factor 1 / 
 the lattice that the authors' energy loss and pydensecrf use, so the approximation error against
 the exact Gaussian sum is the same as theirs (about 0.57x the exact sum on photos, see tests).
 
-Everything is torch tensor code (no numpy, no Python loop over points), so it runs on CPU and CUDA.
 The lattice hash is a stable sort of the vertex keys packed into one integer; blur neighbours are
-found with ``searchsorted``. All index work is done once in ``PermutohedralLattice.__init__`` and
-reused by every ``filter`` call (e.g. across mean-field iterations). On CPU the filter is three
-CSR sparse-dense products (splat, d + 1 blurs, slice); elsewhere it is index_add and gathers.
+found with ``searchsorted`` (numpy's on CPU: it starts each search from the previous hit, and the
+queries come sorted). Everything else is torch tensor code (no Python loop over points), so it runs
+on CPU and CUDA. All index work is done once in ``PermutohedralLattice.__init__`` (point-major, so
+nothing is transposed; small ops on one thread, see ``_num_threads``) and reused by every ``filter``
+call (e.g. across mean-field iterations). On CPU the filter is three CSR sparse-dense products
+(splat, d + 1 blurs, slice) into preallocated outputs; elsewhere it is index_add and gathers.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import Tensor
 
 _MAX_KEY_BITS = 52  # keys are computed as float64 integers, exact below 2^53
+
+
+@contextmanager
+def _num_threads(count: int, *, unless: bool = False) -> Iterator[None]:
+    """Run the block with ``count`` torch threads (restored after), or unchanged if ``unless``.
+
+    The lattice is built from ~80 elementwise and index ops on 0.1-2 MB tensors, each tens of
+    microseconds on one core. With OMP_WAIT_POLICY=PASSIVE a second OpenMP thread sleeps between
+    ops and must be woken for each, which costs more than it saves, and far more when the other
+    core is busy (training runs next to the CRF workers). Measured on the 2-core benchmark machine:
+    a 100k-element add 0.03 ms on one thread, 0.19 ms on two. Only the sort, the search and the
+    sparse products gain from threads, so the build runs on one and lends them the sort.
+    """
+    if unless or torch.get_num_threads() == count:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class PermutohedralLattice:
@@ -43,13 +70,22 @@ class PermutohedralLattice:
             raise ValueError(
                 f"features: expected a non-empty (P, d) tensor, got shape {tuple(features.shape)}"
             )
-        if not torch.isfinite(features).all():
+        # One reduction catches NaN and inf; the elementwise test only runs if the sum overflowed.
+        if not torch.isfinite(features.sum()) and not torch.isfinite(features).all():
             raise ValueError("features: contains NaN or inf")
         num_points, d = features.shape
         device = features.device
         self.num_points, self.dim = num_points, d
         self.device = device
         self.dtype = features.dtype if features.is_floating_point() else torch.float32
+        # Small CPU ops run on one thread (see _num_threads); the sort uses them all.
+        threads = torch.get_num_threads() if device.type == "cpu" else 1
+        with _num_threads(1, unless=threads == 1):
+            self._build(features, groups, sparse, threads)
+
+    def _build(self, features: Tensor, groups: Tensor | None, sparse: bool | None, threads: int) -> None:
+        """The lattice's index work (see __init__); ``threads`` CPU threads are lent to the sort."""
+        num_points, d, device = self.num_points, self.dim, self.device
         d1 = d + 1
 
         # Elevate onto the hyperplane sum(x) = 0 of R^{d+1} (the E matrix of the paper, scaled so
@@ -66,26 +102,35 @@ class PermutohedralLattice:
         # coordinate i in the descending order of the residual, ties to the lower index first.
         rounded = torch.round(y)
         residual = y - rounded
-        counts = torch.zeros(d1, num_points, dtype=torch.uint8, device=device)
+        small_int = torch.int8 if d1 < 64 else torch.int32  # ranks and wraps: |value| < 2 (d + 1)
+        rank = torch.zeros(d1, num_points, dtype=small_int, device=device)
         for a in range(d1):
             for b in range(a + 1, d1):
                 a_below = residual[a] < residual[b]
-                counts[a] += a_below
-                counts[b] += ~a_below
+                rank[a] += a_below
+                rank[b] += ~a_below
         # Points whose rounding left the plane sum = 0 are brought back: the rank wraps around
-        # and the wrapped coordinates move by one lattice step (floor(rank / (d + 1)) = -1, 0, 1).
-        rank = counts.to(torch.float32) + rounded.sum(0)
-        wrap = torch.floor_divide(rank, d1)
-        rank -= d1 * wrap
+        # and the wrapped coordinates move by one lattice step (floor(rank / (d + 1)) = -1, 0, 1;
+        # |sum of the rounded coordinates| <= (d + 1) / 2 as each moved by at most 1/2).
+        rank += rounded.sum(0).to(small_int)
+        wrap = (rank >= d1).to(small_int).sub_((rank < 0).to(small_int))
+        rank -= wrap * d1
         rounded -= wrap
         residual += wrap
-        reverse_rank = (d - rank).to(torch.int64)
+
+        # Per point, a row of d + 2 slots (point-major, so that nothing is transposed later); slot[i]
+        # is the flat position of coordinate i's reverse rank d - rank[i] in it.
+        row_start = torch.arange(0, num_points * (d1 + 1), d1 + 1, device=device)
+        slot = (d - rank).to(torch.int64).add_(row_start)
 
         # Barycentric weights (p. 10 of the paper): with r[k] the residual of the coordinate of
         # rank d - k, vertex k gets r[k] - r[k - 1] and vertex 0 gets 1 + r[0] - r[d].
-        by_rank = torch.empty_like(residual).scatter_(0, reverse_rank, residual)
-        bary = by_rank - by_rank.roll(1, 0)
-        bary[0] += 1.0
+        by_rank = torch.empty(num_points, d1 + 1, dtype=residual.dtype, device=device)
+        by_rank.view(-1).scatter_(0, slot.view(-1), residual.view(-1))
+        weights = torch.empty(num_points, d1, dtype=self.dtype, device=device)  # point-major
+        torch.sub(by_rank[:, 1:d1], by_rank[:, : d1 - 1], out=weights[:, 1:])
+        torch.sub(by_rank[:, 0], by_rank[:, d], out=weights[:, 0]).add_(1.0)
+        weights = weights.view(-1)
 
         # Integer keys of the simplex vertices (first d coordinates; the last is implied by sum = 0).
         # Vertex r adds r - (d + 1) [rank_i > d - r] to coordinate i, so all coordinates of a
@@ -96,7 +141,8 @@ class PermutohedralLattice:
         quotients = rounded[1:d] - rounded[0]
         low = torch.cat([rounded[:1].amin(1) * d1 - 2 * d, quotients.amin(1) - 2]).to(torch.float64)
         high = torch.cat([rounded[:1].amax(1) * d1 + 2 * d, quotients.amax(1) + 2]).to(torch.float64)
-        span = high - low + 1
+        span = (high - low + 1).cpu()
+        low = low.cpu()
         strides = torch.cat([span.new_ones(1), torch.cumprod(span[:-1], 0)])
         total = float(strides[-1] * span[-1])
         num_groups = 1
@@ -113,35 +159,40 @@ class PermutohedralLattice:
                 " are the features divided by their sigmas?"
             )
         key_dtype = torch.int32 if total * num_groups < 2**31 else torch.int64
-        # Vertex 0: base = x_0 + sum_i stride_i (x_i - x_0) / (d + 1) (minus the offsets).
+        # Vertex 0: base = x_0 + sum_i stride_i (x_i - x_0) / (d + 1) (minus the offsets), exact in
+        # float64. Vertex r: key_r = base + r + sum_i w_i [rank_i > d - r] with
+        # w_0 = sum_{i>0} stride_i - (d+1), w_i = -stride_i, w_d = 0: the weights plus one (the + r)
+        # are scattered to slots 1.. d + 1 by reverse rank (slot 0 holds base) and summed along the row.
         others = float(strides[1:].sum())
         coef = strides.clone()
         coef[0] = d1 - others
-        base = coef @ rounded[:d].to(torch.float64) - float((strides * low).sum())
+        base = coef.to(device) @ rounded[:d].to(torch.float64) - float((strides * low).sum())
         if groups is not None:
             base += groups.to(torch.float64) * total
-        # Vertex r: key_r = base + r + sum_i w_i [rank_i > d - r] with w_0 = sum_{i>0} stride_i - (d+1),
-        # w_i = -stride_i, w_d = 0: a cumsum over the weights placed by rank.
-        weight = torch.cat([coef.new_tensor([others - d1]), -strides[1:], coef.new_zeros(1)])
-        moved = torch.empty(d1, num_points, dtype=torch.float64, device=device)
-        moved = moved.scatter_(0, reverse_rank, weight[:, None].expand(d1, num_points))[:d].cumsum_(0)
-        keys = torch.empty(num_points, d1, dtype=key_dtype, device=device)  # point-major
-        keys[:, 0] = base
-        r = torch.arange(1, d1, device=device, dtype=torch.float64)[:, None]
-        keys[:, 1:].t().copy_(moved.add_(r).add_(base))
-        keys = keys.reshape(-1)
+        weight = torch.cat([coef.new_tensor([others - d1]), -strides[1:], coef.new_zeros(1)]) + 1
+        weight = weight.to(device=device, dtype=key_dtype)[:, None].expand(d1, num_points)
+        moved = torch.empty(num_points, d1 + 1, dtype=key_dtype, device=device)
+        moved[:, 0] = base
+        # Slot s of the shifted view is slot s + 1 of the row.
+        moved.view(-1)[1:].scatter_(0, slot.view(-1), weight.reshape(-1))
+        keys = torch.cumsum(moved[:, :d1], 1, dtype=key_dtype).view(-1)
 
         # Hash = stable sort: equal keys are one lattice point, listed in point order. Lattice rows
         # are 1-based; row 0 stays zero and stands for every missing neighbour.
-        sorted_keys, perm = torch.sort(keys, stable=True)
-        unique_keys, inverse, counts = torch.unique_consecutive(
-            sorted_keys, return_inverse=True, return_counts=True
-        )
+        with _num_threads(threads, unless=threads == 1):
+            sorted_keys, perm = torch.sort(keys, stable=True)
+        num_pairs = keys.numel()
+        first = torch.empty(num_pairs, dtype=torch.bool, device=device)  # first entry of a vertex
+        first[:1] = True
+        torch.ne(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
+        starts = first.nonzero().squeeze(1)
+        unique_keys = sorted_keys.index_select(0, starts)
         num_vertices = unique_keys.numel()
         self.num_vertices = num_vertices
         # Lattice row of each (point, vertex) pair; int32 indices halve the memory traffic.
-        index_dtype = torch.int32 if keys.numel() < 2**31 else torch.int64
-        vertex = torch.empty_like(perm, dtype=index_dtype).scatter_(0, perm, inverse.add_(1).to(index_dtype))
+        index_dtype = torch.int32 if num_pairs < 2**31 else torch.int64
+        vertex = torch.empty(num_pairs, dtype=index_dtype, device=device)
+        vertex.scatter_(0, perm, torch.cumsum(first, 0, dtype=index_dtype))
 
         # Blur neighbours along direction j: x - 1 everywhere, + d on coordinate j (j = d moves only
         # the implied coordinate). n2 is the inverse of n1, so only n1 is searched.
@@ -151,19 +202,21 @@ class PermutohedralLattice:
         deltas[0, 0] = d
         deltas[0, 1:] = -1.0
         deltas[torch.arange(1, d), torch.arange(1, d)] = 1.0
-        offsets = (deltas.to(device) @ strides).to(key_dtype)
+        offsets = (deltas @ strides).to(device=device, dtype=key_dtype)
         wanted = unique_keys + offsets[:, None]
-        pos = torch.searchsorted(unique_keys, wanted).clamp_(max=num_vertices - 1)
-        found = unique_keys.index_select(0, pos.reshape(-1)).view_as(pos) == wanted
+        if device.type == "cpu":  # numpy starts each search from the previous hit: the rows are sorted
+            pos = torch.from_numpy(np.searchsorted(unique_keys.numpy(), wanted.numpy()))
+        else:
+            pos = torch.searchsorted(unique_keys, wanted)
+        pos.clamp_(max=num_vertices - 1)
+        found = unique_keys.index_select(0, pos.view(-1)).view_as(pos) == wanted
         rows = torch.arange(num_vertices + 1, device=device)
-        n1 = torch.cat([pos.new_zeros(d1, 1), torch.where(found, pos + 1, 0)], 1)  # (d+1, M+1)
+        n1 = torch.zeros(d1, num_vertices + 1, dtype=torch.int64, device=device)  # (d+1, M+1)
+        n1[:, 1:] = pos.add_(1).mul_(found)
         n2 = torch.zeros_like(n1).scatter_(1, n1, rows * (n1 > 0))
 
         # The slice factor alpha is folded into the first blur step.
         alpha = 1.0 / (1.0 + 2.0 ** (-d))
-        weights = torch.empty(num_points, d1, dtype=self.dtype, device=device)
-        weights.t().copy_(bary)
-        weights = weights.reshape(-1)
         blur_weights = torch.tensor([[1.0, 0.5, 0.5]], dtype=self.dtype, device=device).repeat(d1, 1)
         blur_weights[0] *= alpha
         self.sparse = device.type == "cpu" if sparse is None else sparse
@@ -178,28 +231,36 @@ class PermutohedralLattice:
         # neighbours hit the zero row) and slice (P x (M+1)) as CSR matrices.
         with warnings.catch_warnings():  # torch flags sparse CSR as beta on its first use
             warnings.simplefilter("ignore", UserWarning)
-            crow = torch.zeros(num_vertices + 2, dtype=index_dtype, device=device)
-            # point = perm // (d + 1), via float64 (exact: the fraction stays within [1/12, 11/12]).
-            point = perm.to(torch.float64).add_(0.5).mul_(1.0 / d1).to(index_dtype)
-            torch.cumsum(counts, 0, out=crow[2:])
+            crow = torch.empty(num_vertices + 2, dtype=index_dtype, device=device)
+            crow[:1] = 0
+            crow[1:-1] = starts
+            crow[-1:] = num_pairs
+            # Point of each sorted (point, vertex) pair: perm // (d + 1), as a gather.
+            point = torch.arange(num_points, device=device, dtype=index_dtype)[:, None].expand(-1, d1)
+            point = point.reshape(-1).index_select(0, perm)
             self.splat_matrix = torch.sparse_csr_tensor(
                 crow, point, weights.index_select(0, perm), size=(num_vertices + 1, num_points)
             )
             blur_crow = torch.arange(0, 3 * (num_vertices + 1) + 1, 3, device=device, dtype=index_dtype)
-            blur_cols = torch.stack([rows.expand(d1, -1), n1, n2], 2).reshape(d1, -1).to(index_dtype)
+            blur_cols = torch.empty(d1, num_vertices + 1, 3, device=device, dtype=index_dtype)
+            blur_cols[:, :, 0] = rows
+            blur_cols[:, :, 1] = n1
+            blur_cols[:, :, 2] = n2
+            blur_values = [blur_weights[j].repeat(num_vertices + 1) for j in range(2)]
             self.blur_matrices = [
                 torch.sparse_csr_tensor(
                     blur_crow,
-                    blur_cols[j],
-                    blur_weights[j].repeat(num_vertices + 1),
+                    blur_cols[j].view(-1),
+                    blur_values[min(j, 1)],  # only the first direction carries alpha
                     size=(num_vertices + 1, num_vertices + 1),
                 )
                 for j in range(d1)
             ]
-            slice_crow = torch.arange(0, keys.numel() + 1, d1, device=device, dtype=index_dtype)
+            slice_crow = torch.arange(0, num_pairs + 1, d1, device=device, dtype=index_dtype)
             self.slice_matrix = torch.sparse_csr_tensor(
                 slice_crow, vertex, weights, size=(num_points, num_vertices + 1)
             )
+
 
     def rescale_(self, before: Tensor | None = None, after: Tensor | None = None) -> PermutohedralLattice:
         """Fold per-point factors into the lattice: ``filter(v)`` becomes ``after * K (before * v)``.
@@ -247,11 +308,15 @@ class PermutohedralLattice:
         with torch.no_grad():
             vals = values.to(device=self.device, dtype=self.dtype)
             if self.sparse:
-                lattice = torch.sparse.mm(self.splat_matrix, vals)
+                # addmm with beta = 0 into fresh buffers: sparse.mm would zero-fill and copy each output.
+                lattice, spare = vals.new_empty(2, self.num_vertices + 1, vals.shape[1]).unbind()
+                torch.addmm(lattice, self.splat_matrix, vals, beta=0, out=lattice)
                 for blur in self.blur_matrices:  # [1, 2, 1] / 2 along each lattice direction
-                    lattice = torch.sparse.mm(blur, lattice)
+                    torch.addmm(spare, blur, lattice, beta=0, out=spare)
+                    lattice, spare = spare, lattice
                 if add_to is None:
-                    return torch.sparse.mm(self.slice_matrix, lattice).to(values.dtype)
+                    out = vals.new_empty(vals.shape)
+                    return torch.addmm(out, self.slice_matrix, lattice, beta=0, out=out).to(values.dtype)
                 return torch.addmm(add_to, self.slice_matrix, lattice)
             d1, k = self.dim + 1, vals.shape[1]
             spread = (vals.unsqueeze(1) * self.splat_weights.view(-1, d1, 1)).reshape(-1, k)
@@ -268,21 +333,22 @@ def bilateral_features(image: Tensor, *, sigma_xy: float, sigma_rgb: float) -> T
     """(3, H, W) image in 0..255 -> (H*W, 5) features (x/sxy, y/sxy, r/srgb, g/srgb, b/srgb).
 
     x is the column and y the row index; pixels are in row-major order (``image.flatten(1)``). A
-    batch (N, 3, H, W) gives the images' features one after another, (N*H*W, 5).
+    batch (N, 3, H, W) gives the images' features one after another, (N*H*W, 5). The result is the
+    transpose of a contiguous (5, N*H*W) tensor: feature planes are filled without strided writes
+    and the lattice, which works on planes, reads them without a copy.
     """
     if image.dim() not in (3, 4) or image.shape[-3] != 3:
         raise ValueError(f"image: expected (3, H, W) or (N, 3, H, W), got shape {tuple(image.shape)}")
     if sigma_xy <= 0 or sigma_rgb <= 0:
         raise ValueError(f"sigma_xy and sigma_rgb must be positive, got {sigma_xy}, {sigma_rgb}")
-    batch = image.reshape(-1, 3, image.shape[-2] * image.shape[-1])
-    n, _, num_pixels = batch.shape
-    width = image.shape[-1]
-    out = torch.empty(n, num_pixels, 5, device=image.device, dtype=torch.float32)
-    index = torch.arange(num_pixels, device=image.device, dtype=torch.float32)
-    out[:, :, 1] = torch.div(index, width, rounding_mode="floor") / sigma_xy
-    out[:, :, 0] = torch.remainder(index, width) / sigma_xy
-    out[:, :, 2:].copy_(batch.transpose(1, 2)).div_(sigma_rgb)
-    return out.reshape(n * num_pixels, 5)
+    height, width = image.shape[-2:]
+    batch = image.reshape(-1, 3, height, width)
+    n = batch.shape[0]
+    out = torch.empty(5, n, height, width, device=image.device, dtype=torch.float32)
+    out[0] = torch.arange(width, device=image.device, dtype=torch.float32).div_(sigma_xy)
+    out[1] = torch.arange(height, device=image.device, dtype=torch.float32).div_(sigma_xy)[:, None]
+    torch.div(batch.transpose(0, 1), sigma_rgb, out=out[2:])
+    return out.view(5, -1).t()
 
 
 def exact_gaussian_filter(features: Tensor, values: Tensor, *, chunk: int = 2048) -> Tensor:

@@ -14,20 +14,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from torch import Tensor
 
 from rrm.classes import IGNORE_INDEX
-from rrm.crf import CRFParams, CRFPool, dense_crf
+from rrm.crf import CRFParams, CRFPool, dense_crf, dense_crfs
+
+if TYPE_CHECKING:  # torch stays out of the CRF workers, which import this module to mine an image
+    from torch import Tensor
 
 RULES = ("paper", "code")
 CRFJob = tuple[np.ndarray, np.ndarray, CRFParams]
+Prepared = tuple[np.ndarray, np.ndarray, np.ndarray]  # image, present-class CAMs, class ids
 
 
-class _CRFHandle(Protocol):
-    def get(self) -> list[np.ndarray]: ...
+class _Handle(Protocol):
+    def get(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,10 @@ class MiningParams:
 
 
 def _as_numpy(x: np.ndarray | Tensor) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)  # a torch tensor
 
 
-def _prepare(image: np.ndarray, cam_norm: np.ndarray | Tensor, labels: np.ndarray | Tensor):
+def _prepare(image: np.ndarray, cam_norm: np.ndarray | Tensor, labels: np.ndarray | Tensor) -> Prepared:
     """Validate one image's inputs; return (image, present-class CAMs (K-1, H, W), class ids (K,))."""
     cam_norm, labels = _as_numpy(cam_norm).astype(np.float32, copy=False), _as_numpy(labels)
     if cam_norm.ndim != 3:
@@ -101,6 +104,10 @@ def crf_inputs(
     Each job is (image (H, W, 3) uint8, probs (K, H, W) float32 over [bg, present classes], CRFParams).
     """
     image, fg, _ = _prepare(image, cam_norm, labels)
+    return _crf_jobs(image, fg, params)
+
+
+def _crf_jobs(image: np.ndarray, fg: np.ndarray, params: MiningParams) -> list[CRFJob]:
     gammas = (params.gamma,) if params.rule == "paper" else (params.gamma_low, params.gamma_high)
     return [(image, _with_background(fg, g), params.crf) for g in gammas]
 
@@ -134,7 +141,12 @@ def mine_paper(
     I_final = I_cam where I_cam == I_crf, else 255 (eq. 7). crf_posterior: the (K, H, W) result of
     this image's crf_inputs job, if already computed. Returns (H, W) uint8 in {0..20, 255}.
     """
-    image, fg, ids = _prepare(image, cam_norm, labels)
+    return _mine_paper(*_prepare(image, cam_norm, labels), params, crf_posterior)
+
+
+def _mine_paper(
+    image: np.ndarray, fg: np.ndarray, ids: np.ndarray, params: MiningParams, crf_posterior: np.ndarray | None
+) -> np.ndarray:
     probs = _with_background(fg, params.gamma)
     if crf_posterior is None:
         crf_posterior = dense_crf(image, probs, params.crf)
@@ -190,12 +202,20 @@ def mine_code(
     - CRF-confident: max of [gamma_high background posterior, gamma_low class posteriors] >= crf_confident.
     - Final: the CRF label where CAM- and CRF-confident, 255 elsewhere. Returns (H, W) uint8.
     """
-    image, fg, ids = _prepare(image, cam_norm, labels)
-    if crf_posteriors is None:
-        crf_posteriors = [
-            dense_crf(image, _with_background(fg, g), params.crf)
-            for g in (params.gamma_low, params.gamma_high)
-        ]
+    return _mine_code(*_prepare(image, cam_norm, labels), params, crf_posteriors)
+
+
+def _mine_code(
+    image: np.ndarray,
+    fg: np.ndarray,
+    ids: np.ndarray,
+    params: MiningParams,
+    crf_posteriors: tuple[np.ndarray, np.ndarray] | list[np.ndarray] | None,
+) -> np.ndarray:
+    if crf_posteriors is None:  # both CRFs share their kernels (same image, same labels)
+        crf_posteriors = dense_crfs(
+            image, [_with_background(fg, g) for g in (params.gamma_low, params.gamma_high)], params.crf
+        )
     if len(crf_posteriors) != 2:
         raise ValueError(f"crf_posteriors must be (low, high), got {len(crf_posteriors)} arrays")
     low, high = crf_posteriors
@@ -227,35 +247,50 @@ def _check_posterior(posterior: np.ndarray, shape: tuple[int, ...], name: str) -
         )
 
 
+def _mine_prepared(
+    image: np.ndarray,
+    fg: np.ndarray,
+    ids: np.ndarray,
+    params: MiningParams,
+    crf_posteriors: list[np.ndarray] | None = None,
+) -> np.ndarray:
+    """One image's rule on _prepare's output; runs its CRFs here if crf_posteriors is None. This is
+    what a pool worker runs for a whole image: only the (H, W) uint8 labels travel back."""
+    if params.rule == "paper":
+        return _mine_paper(image, fg, ids, params, None if crf_posteriors is None else crf_posteriors[0])
+    return _mine_code(image, fg, ids, params, crf_posteriors)
+
+
 class MiningHandle:
-    """Pending mining of a batch; .get() applies each image's rule as soon as its CRFs are back, so
-    the rules of early images overlap the CRFs still running -> (N, H, W) uint8."""
+    """Pending mining of a batch; .get() -> (N, H, W) uint8. Each entry is either a whole image sent
+    to a worker (its labels come back) or its CRFs alone, whose rule then runs here as soon as they
+    are back, overlapping the CRFs still running."""
 
     def __init__(
         self,
-        pending: list[tuple[int, _CRFHandle]],
-        images: np.ndarray,
-        cams: np.ndarray,
-        labels: np.ndarray,
+        pending: list[tuple[int, _Handle, Prepared | None]],
+        shape: tuple[int, int, int],
         params: MiningParams,
         roi: np.ndarray | None,
     ) -> None:
-        self._pending, self._images, self._cams = pending, images, cams
-        self._labels, self._params, self._roi = labels, params, roi
+        self._pending, self._shape, self._params, self._roi = pending, shape, params, roi
 
     def get(self) -> np.ndarray:
-        out = np.empty(self._cams.shape[:1] + self._cams.shape[2:], dtype=np.uint8)
-        for n, crf_handle in self._pending:
-            posteriors = crf_handle.get()
-            if self._params.rule == "paper":
-                out[n] = mine_paper(
-                    self._images[n], self._cams[n], self._labels[n], self._params, posteriors[0]
-                )
-            else:
-                out[n] = mine_code(self._images[n], self._cams[n], self._labels[n], self._params, posteriors)
+        out = np.empty(self._shape, dtype=np.uint8)
+        for n, handle, prepared in self._pending:
+            result = handle.get()
+            out[n] = result if prepared is None else _mine_prepared(*prepared, self._params, result)
         if self._roi is not None:
             out[~self._roi] = IGNORE_INDEX
         return out
+
+
+def _whole_image_tasks(num: int, workers: int, crfs: int) -> int:
+    """How many of the batch's num images (costliest first) go to the pool whole, as one task with
+    their crfs CRFs and their rule; the rest go CRF by CRF. Whole images when they split evenly over
+    the workers or when an image has a single CRF anyway (paper rule), else CRF by CRF, so that e.g.
+    one image's two CRFs run on two workers."""
+    return num if crfs == 1 or num % workers == 0 else 0
 
 
 def mine_batch_async(
@@ -266,7 +301,15 @@ def mine_batch_async(
     pool: CRFPool,
     roi: np.ndarray | None = None,
 ) -> MiningHandle:
-    """Submit every CRF of the batch to the pool at once and return a handle; see mine_batch."""
+    """Submit the batch's mining to the pool at once and return a handle; see mine_batch.
+
+    When the images split evenly over the workers (N a multiple of pool.workers, always for an
+    inline pool) or the rule has one CRF, each image is one task: its CRFs (sharing their kernels,
+    see dense_crfs) and its rule run in one worker, which receives the image and the present
+    classes' CAMs and returns the uint8 labels, so nothing else crosses processes and this process
+    does no mining work while the workers run. Otherwise (e.g. one image on two workers) each CRF is
+    a task, so that all workers get some, and the rules run here. Results are the same either way.
+    """
     cams_np, labels_np = _as_numpy(cams).astype(np.float32, copy=False), _as_numpy(labels)
     if not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.uint8:
         raise ValueError(
@@ -280,11 +323,19 @@ def mine_batch_async(
         roi = _as_numpy(roi).astype(bool)
         if roi.shape != images.shape[:3]:
             raise ValueError(f"roi must be (N, H, W) = {images.shape[:3]}, got {roi.shape}")
-    jobs = [crf_inputs(images[n], cams_np[n], labels_np[n], params) for n in range(len(images))]
-    # Costliest images first (cost ~ labels x pixels): the pool's queue then ends on short jobs.
-    order = sorted(range(len(jobs)), key=lambda n: -sum(job[1].size for job in jobs[n]))
-    pending = [(n, pool.map_async(*zip(*jobs[n], strict=True))) for n in order]
-    return MiningHandle(pending, images, cams_np, labels_np, params, roi)
+    num = len(images)
+    prepared = [_prepare(images[n], cams_np[n], labels_np[n]) for n in range(num)]
+    # Costliest images first (cost ~ labels x pixels): the pool's queue then ends on short tasks.
+    order = sorted(range(num), key=lambda n: -prepared[n][1].size)
+    whole = _whole_image_tasks(num, pool.workers, 1 if params.rule == "paper" else 2)
+    pending: list[tuple[int, _Handle, Prepared | None]] = []
+    for rank, n in enumerate(order):
+        if rank < whole:
+            pending.append((n, pool.submit(_mine_prepared, *prepared[n], params), None))
+        else:
+            jobs = _crf_jobs(*prepared[n][:2], params)
+            pending.append((n, pool.map_async(*zip(*jobs, strict=True)), prepared[n]))
+    return MiningHandle(pending, (num, *images.shape[1:3]), params, roi)
 
 
 def mine_batch(
@@ -296,7 +347,7 @@ def mine_batch(
     roi: np.ndarray | None = None,
 ) -> np.ndarray:
     """Reliable labels for a batch: images (N, H, W, 3) uint8, cams (N, 20, H, W) normalised, labels
-    (N, 20), roi (N, H, W) bool (False = crop padding -> 255). All CRFs of the batch go through the
-    pool together, then each image's rule runs here. Returns (N, H, W) uint8 in {0..20, 255}.
+    (N, 20), roi (N, H, W) bool (False = crop padding -> 255). The whole batch goes through the pool
+    together (see mine_batch_async for how it is split). Returns (N, H, W) uint8 in {0..20, 255}.
     """
     return mine_batch_async(images, cams, labels, params, pool, roi).get()

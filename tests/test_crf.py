@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rrm.crf import CRFParams, CRFPool, dense_crf
+from rrm.crf import CRFParams, CRFPool, dense_crf, dense_crfs
 from rrm.io import load_image, load_mask
 
 
@@ -90,3 +90,33 @@ def test_pool_matches_sequential_and_keeps_order(voc_sample: Path) -> None:
     assert np.array_equal(again[0], dense_crf(images[3], probs[3], CRFParams()))
     inline = CRFPool(processes=0)
     assert all(np.array_equal(e, g) for e, g in zip(expected, inline.map(images, probs, params), strict=True))
+
+
+def test_dense_crfs_share_kernels_and_match_dense_crf(voc_sample: Path) -> None:
+    """Several score maps on one image through one set of kernels: each posterior is bit-identical to
+    its own dense_crf call (mining runs its gamma_low and gamma_high CRFs this way)."""
+    image, _ = _small_sample(voc_sample, width=70)
+    rng = np.random.default_rng(2)
+    maps = [rng.random((3, *image.shape[:2]), dtype=np.float32) for _ in range(3)]
+    shared = dense_crfs(image, maps, SCALED)
+    assert len(shared) == 3
+    for prob, got in zip(maps, shared, strict=True):
+        assert np.array_equal(got, dense_crf(image, prob, SCALED))
+    assert dense_crfs(image, [], SCALED) == []
+    with pytest.raises(ValueError, match="share"):
+        dense_crfs(image, [maps[0], maps[0][:2]], SCALED)
+
+
+def _power(base: float, exponent: int) -> float:
+    return base**exponent
+
+
+def test_submit_runs_functions_inline_and_in_workers() -> None:
+    inline = CRFPool(0)
+    assert inline.workers == 1 and inline.submit(_power, 2.0, 10).get() == 1024.0
+    with CRFPool(2) as pool:
+        assert pool.workers == 2
+        handles = [pool.submit(_power, 3.0, k) for k in range(5)]
+        assert [h.get() for h in handles] == [3.0**k for k in range(5)]
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.submit(_power, 1.0, 1)

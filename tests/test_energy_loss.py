@@ -124,6 +124,7 @@ def test_gating_outside_roi_and_confident_labels() -> None:
         return loss.detach(), torch.autograd.grad(loss, probs)[0]
 
     loss, grad = run(image, logits, unlabelled)
+    assert grad.is_contiguous()  # NCHW like probs: autograd and the resize's backward take it as is
     assert (grad[..., 10:] == 0).all() and (grad[..., :10] < 0).all()
     # whatever lies outside the crop changes nothing
     image2, logits2 = image.clone(), logits.clone()

@@ -111,6 +111,25 @@ def test_gather_path_matches_sparse_path() -> None:
     torch.testing.assert_close(gather.filter(values), sparse.filter(values), rtol=1e-5, atol=1e-5)
 
 
+def test_filter_outputs_are_fresh_and_threads_restored() -> None:
+    """filter writes into new tensors each call (the CSR path reuses no output buffer across calls),
+    and the build's one-thread section leaves torch's thread count as it found it."""
+    gen = torch.Generator().manual_seed(6)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        lattice = PermutohedralLattice(torch.rand(500, 5, generator=gen) * 3)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    u, v = torch.rand(500, 4, generator=gen), torch.rand(500, 4, generator=gen)
+    first = lattice.filter(u)
+    kept = first.clone()
+    second = lattice.filter(v)
+    assert first.data_ptr() != second.data_ptr() and torch.equal(first, kept)
+    torch.testing.assert_close(lattice.filter(u), kept, rtol=0, atol=0)
+
+
 def test_bilateral_features_layout() -> None:
     image = torch.arange(3 * 2 * 3, dtype=torch.float32).reshape(3, 2, 3)
     feats = bilateral_features(image, sigma_xy=2.0, sigma_rgb=3.0)

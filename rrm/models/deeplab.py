@@ -34,10 +34,9 @@ from torchvision.models.resnet import Bottleneck, conv1x1
 from rrm.io import load_torch
 from rrm.models.resnet38 import scaled
 from rrm.models.weights import (
-    freeze_batchnorm,
+    FreezableBatchNorm,
     load_state_dict_checked,
     lr_groups,
-    set_batchnorm_eval,
     unwrap_state,
 )
 
@@ -53,7 +52,7 @@ def _check_image(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} expects (N, 3, H, W) images, got shape {tuple(x.shape)}")
 
 
-class DeepLabLargeFOV(nn.Module):
+class DeepLabLargeFOV(FreezableBatchNorm):
     """DeepLab-LargeFOV (Chen et al. ICLR 2015): VGG-16 convs with pools 1-3 3x3/2 (pad 1), pools 4-5
     3x3/1, conv5 dilation 2, fc6 3x3 dilation 12 -> 1024, fc7 1x1 -> 1024 (ReLU and Dropout 0.5 after
     each), fc8 1x1 -> num_classes. (N, 3, H, W) -> {"out": (N, K, ceil(H/8), ceil(W/8))}.
@@ -98,15 +97,7 @@ class DeepLabLargeFOV(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.fc8.weight, std=0.01)  # DeepLab's classifier init
-        self.freeze_bn = freeze_bn and batch_norm
-        if self.freeze_bn:
-            freeze_batchnorm(self)
-
-    def train(self, mode: bool = True) -> DeepLabLargeFOV:
-        super().train(mode)
-        if self.freeze_bn:
-            set_batchnorm_eval(self)
-        return self
+        self.freeze_batchnorm_if(freeze_bn and batch_norm)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         _check_image(x, "DeepLabLargeFOV")
@@ -156,7 +147,7 @@ def _resnet_stage(
     return nn.Sequential(*layers)
 
 
-class DeepLabV2(nn.Module):
+class DeepLabV2(FreezableBatchNorm):
     """DeepLab-v2: torchvision ResNet-101 with layer3/layer4 dilated (2, 4; output stride 8) + ASPP.
 
     (N, 3, H, W) -> {"out": (N, K, ceil(H/8), ceil(W/8))}. At width 1 the backbone is exactly
@@ -206,15 +197,7 @@ class DeepLabV2(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         self.aspp = ASPP(inplanes, num_classes)
-        self.freeze_bn = freeze_bn
-        if freeze_bn:
-            freeze_batchnorm(self)
-
-    def train(self, mode: bool = True) -> DeepLabV2:
-        super().train(mode)
-        if self.freeze_bn:
-            set_batchnorm_eval(self)
-        return self
+        self.freeze_batchnorm_if(freeze_bn)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         _check_image(x, "DeepLabV2")

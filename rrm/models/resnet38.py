@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rrm.models.weights import freeze_batchnorm, set_batchnorm_eval
+from rrm.models.weights import FreezableBatchNorm
 
 # Forward order of the residual blocks (attribute names = weight-file prefixes).
 BLOCKS = tuple("b2 b2_1 b2_2 b3 b3_1 b3_2 b4 b4_1 b4_2 b4_3 b4_4 b4_5 b5 b5_1 b5_2 b6 b7".split())
@@ -101,7 +101,7 @@ class BottleneckBlock(nn.Module):
         return shortcut + branch
 
 
-class ResNet38(nn.Module):
+class ResNet38(FreezableBatchNorm):
     """ResNet-38 features: (N, 3, H, W) -> (N, out_channels, ceil(H/8), ceil(W/8)), after bn7 + ReLU.
 
     With `freeze_bn` (the authors' setting, needed at batch 4) every BatchNorm stays in eval mode even under
@@ -113,7 +113,6 @@ class ResNet38(nn.Module):
         if not width > 0:
             raise ValueError(f"width must be > 0, got {width}")
         c = {n: scaled(n, width) for n in (64, 128, 256, 512, 1024, 2048, 4096)}
-        self.freeze_bn = freeze_bn
         self.conv1a = nn.Conv2d(3, c[64], 3, padding=1, bias=False)
         self.b2 = ResBlock(c[64], c[128], c[128], stride=2)
         self.b2_1 = ResBlock(c[128], c[128], c[128])
@@ -131,14 +130,7 @@ class ResNet38(nn.Module):
         self.b7 = BottleneckBlock(c[2048], c[4096], c[1024], c[2048], dilation=4, dropout=0.5)
         self.bn7 = nn.BatchNorm2d(c[4096])
         self.out_channels = c[4096]
-        if freeze_bn:
-            freeze_batchnorm(self)
-
-    def train(self, mode: bool = True) -> ResNet38:
-        super().train(mode)
-        if self.freeze_bn:
-            set_batchnorm_eval(self)
-        return self
+        self.freeze_batchnorm_if(freeze_bn)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, out_channels, ceil(H/8), ceil(W/8)); kept apart so subclasses can add heads."""

@@ -134,6 +134,24 @@ def set_batchnorm_eval(module: nn.Module) -> None:
             m.eval()
 
 
+class FreezableBatchNorm(nn.Module):
+    """Base of the networks whose BatchNorm can be frozen (the authors' and DeepLab-v2's setting): after
+    `freeze_batchnorm_if(True)` BatchNorm keeps its statistics and affine weights, even under `.train()`."""
+
+    freeze_bn = False
+
+    def freeze_batchnorm_if(self, freeze: bool) -> None:
+        self.freeze_bn = freeze
+        if freeze:
+            freeze_batchnorm(self)
+
+    def train(self, mode: bool = True) -> FreezableBatchNorm:
+        super().train(mode)
+        if self.freeze_bn:
+            set_batchnorm_eval(self)
+        return self
+
+
 def lr_groups(model: nn.Module, *, new_prefixes: Sequence[str], lr: float, weight_decay: float) -> list[dict]:
     """The four SGD groups of the authors (and of the DeepLab prototxts), frozen parameters excluded.
 
