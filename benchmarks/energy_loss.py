@@ -42,7 +42,7 @@ from rrm.io import load_image, load_mask, write_json
 from rrm.permutohedral import PermutohedralLattice, bilateral_features, exact_gaussian_filter
 
 REPO = Path(__file__).resolve().parents[1]
-VOC_SAMPLE = REPO.parent / "shared" / "data" / "voc2012-sample"
+VOC_SAMPLE = Path(os.environ.get("RRM_VOC_SAMPLE", REPO.parent / "shared" / "data" / "voc2012-sample"))
 NAMES = ("2007_000063", "2007_000364", "2007_000392", "2007_000768")
 OUT = REPO / "reports" / "bench" / "energy_loss.json"
 

@@ -34,7 +34,8 @@ from rrm.metrics import ConfusionMatrix
 from rrm.reliable import MiningParams, mine_batch
 
 REPO = Path(__file__).resolve().parents[1]
-VOC_SAMPLE = REPO.parent / "shared" / "data" / "voc2012-sample"
+# RRM_VOC_SAMPLE: where ../shared does not travel (the lent GPU machine gets a copy inside the repo)
+VOC_SAMPLE = Path(os.environ.get("RRM_VOC_SAMPLE", REPO.parent / "shared" / "data" / "voc2012-sample"))
 NAMES = ("2007_000063", "2007_000364", "2007_000392", "2007_000768")
 
 

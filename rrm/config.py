@@ -44,6 +44,7 @@ CHECKS: list[Check] = [
     ("seed", lambda x: isinstance(x, int) and not isinstance(x, bool), "an integer"),
     ("device", lambda x: x in ("cpu", "cuda", "auto"), "one of cpu, cuda, auto"),
     ("nproc", _pos_int, "an integer >= 1"),
+    ("amp", lambda x: x in ("none", "bf16"), "none or bf16"),
     ("alpha_ratio", lambda x: _num(x) and 0 < x <= 1, "a number in (0, 1]"),
     ("data.root", lambda x: isinstance(x, str) and x != "", "a path"),
     ("data.num_workers", lambda x: isinstance(x, int) and x >= 0, "an integer >= 0"),
@@ -52,6 +53,7 @@ CHECKS: list[Check] = [
     ("deeplab.arch", lambda x: x in ("vgg16_largefov", "resnet101_v2"), "vgg16_largefov or resnet101_v2"),
     ("deeplab.batch_norm", lambda x: isinstance(x, bool), "true or false"),
     ("mining.rule", lambda x: x in ("paper", "code"), "paper or code"),
+    ("mining.crf_backend", lambda x: x in ("pydensecrf", "torch"), "pydensecrf or torch"),
     ("mining.cam_scales", lambda x: isinstance(x, list) and x and all(_num(v) and v > 0 for v in x),
      "a non-empty list of positive scales"),
     ("mining.pool_processes", lambda x: isinstance(x, int) and x >= 0, "an integer >= 0"),
@@ -106,6 +108,11 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
     list("-+0123456789."))
+
+
+def read_yaml(text: str) -> Any:
+    """YAML as DVC reads it (YAML 1.2 floats: `1e-05`, as DVC writes dvc.lock and `-S` values, is a float)."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> dict:

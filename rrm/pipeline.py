@@ -31,7 +31,7 @@ def mining_params(params: dict) -> MiningParams:
     return MiningParams(rule=m["rule"], alpha_ratio=float(params["alpha_ratio"]), gamma=m["gamma"],
                         gamma_low=m["gamma_low"], gamma_high=m["gamma_high"], cam_min=m["cam_min"],
                         bg_confident=m["bg_confident"], crf_confident=m["crf_confident"],
-                        crf=crf_params(m["crf"]))
+                        crf=crf_params(m["crf"]), crf_backend=m.get("crf_backend", "pydensecrf"))
 
 
 def device(params: dict) -> torch.device:
@@ -59,7 +59,7 @@ def train_settings(params: dict, stage: str, *, mode: str, out_model: str, init:
         checkpoint=f"checkpoints/{stage}/last.pt", live_dir=f"reports/{stage}/live",
         width=float(lookup(params, "deeplab.width") if arch != "resnet38" else params["model"]["width"]),
         batch_norm=arch == "vgg16_largefov" and bool(lookup(params, "deeplab.batch_norm", False)),
-        init=init, seed=int(params["seed"]), device=str(device(params)),
+        init=init, seed=int(params["seed"]), device=str(device(params)), amp=str(params.get("amp", "none")),
         num_workers=int(params["data"]["num_workers"]), nproc=int(params["nproc"]),
         **{key: section[key] for key in TRAIN_KEYS if key in section}, **extra)
 

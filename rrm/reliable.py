@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # torch stays out of the CRF workers, which import this modul
     from torch import Tensor
 
 RULES = ("paper", "code")
+CRF_BACKENDS = ("pydensecrf", "torch")
 CRFJob = tuple[np.ndarray, np.ndarray, CRFParams]
 Prepared = tuple[np.ndarray, np.ndarray, np.ndarray]  # image, present-class CAMs, class ids
 
@@ -42,6 +43,8 @@ class MiningParams:
     CRF background exponents; gamma_high also makes its CAM label map. cam_min: CAM floor before the
     code rule's percentile. bg_confident: background-score threshold for confident background.
     crf_confident: minimum CRF posterior for a CRF-confident pixel. crf: kernel settings (eq. 5).
+    crf_backend: "pydensecrf" (the authors' CRF, on the CPU: mine_batch) or "torch" (the same CRF
+    on the permutohedral lattice, on the tensors' device: rrm.reliable_torch.mine_batch_torch).
     """
 
     rule: str = "code"
@@ -53,10 +56,13 @@ class MiningParams:
     bg_confident: float = 0.8
     crf_confident: float = 0.8
     crf: CRFParams = field(default_factory=CRFParams)
+    crf_backend: str = "pydensecrf"
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise ValueError(f"MiningParams.rule must be one of {RULES}, got {self.rule!r}")
+        if self.crf_backend not in CRF_BACKENDS:
+            raise ValueError(f"MiningParams.crf_backend must be one of {CRF_BACKENDS}, got {self.crf_backend!r}")
         if not 0.0 < self.alpha_ratio <= 1.0:
             raise ValueError(f"MiningParams.alpha_ratio must be in (0, 1], got {self.alpha_ratio!r}")
         for name in ("gamma", "gamma_low", "gamma_high"):

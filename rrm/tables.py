@@ -30,6 +30,7 @@ import typer
 import yaml
 
 from rrm.classes import CLASSES, PAPER_COLUMNS
+from rrm.config import read_yaml
 
 DEFAULT_TABLE = Path("experiments/tables.yaml")
 REPORT = Path("reports/tables.md")
@@ -86,7 +87,7 @@ def load_table(path: str | os.PathLike = DEFAULT_TABLE) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: table file not found")
     try:
-        table = yaml.safe_load(path.read_text())
+        table = read_yaml(path.read_text())
     except yaml.YAMLError as error:
         raise ValueError(f"{path}: not valid YAML ({error})") from error
     try:
@@ -335,7 +336,7 @@ def _call(args: Sequence[str], repo: Path, check: bool = True) -> subprocess.Com
 
 def _git_lock(repo: Path, rev: str) -> dict | None:
     done = _call(["git", "show", f"{rev}:dvc.lock"], repo, check=False)
-    return yaml.safe_load(done.stdout) if done.returncode == 0 and done.stdout.strip() else None
+    return read_yaml(done.stdout) if done.returncode == 0 and done.stdout.strip() else None
 
 
 def collect_results(repo: str | os.PathLike = ".", all_commits: bool = False) -> dict[str, dict]:
@@ -384,7 +385,10 @@ def _alive(pid: Any) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed process nobody reaped (its parent died too) is a zombie: gone, though kill(0) succeeds
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def check_git_identity(repo: Path) -> None:
@@ -397,6 +401,27 @@ def check_git_identity(repo: Path) -> None:
                                f"$HOME/.gitconfig (git config {key} '...')")
 
 
+def running_tasks(queue_status: str) -> list[str]:
+    """Names of the `Running` tasks in `dvc queue status` output (Task, Name, Created, Status columns)."""
+    rows = [line.split() for line in queue_status.splitlines()[1:]]
+    return [row[1] for row in rows if len(row) >= 4 and row[-1] == "Running"]
+
+
+def _workers_alive(repo: Path) -> bool:
+    pids = (repo / ".dvc" / "tmp" / "exps" / "celery").glob("*.pid")
+    return any(_alive(int(text)) for text in (p.read_text().strip() for p in pids) if text.isdigit())
+
+
+def reap_dead_runs(repo: Path, log: Callable[[str], None] = print) -> None:
+    """Mark runs whose queue worker was killed (Ctrl-C, SIGKILL) as failed. DVC still lists them as Running,
+    and `dvc exp show` then fails on their deleted info file, so a re-run could neither read nor redo them."""
+    if _workers_alive(repo):
+        return
+    for name in running_tasks(_call([_dvc(), "queue", "status"], repo, check=False).stdout):
+        _call([_dvc(), "queue", "kill", name], repo, check=False)
+        log(f"  {name}: its queue worker is gone; marked failed, will be queued again")
+
+
 def queue_and_run(names: Sequence[str], jobs: int, the_plan: Plan, *, repo: str | os.PathLike = ".",
                   log: Callable[[str], None] = print) -> list[str]:
     """Queue the experiments among `names` that have no result yet, run the queue, return those still
@@ -405,6 +430,7 @@ def queue_and_run(names: Sequence[str], jobs: int, the_plan: Plan, *, repo: str 
     restores any stage whose inputs were already computed."""
     repo = Path(repo)
     check_git_identity(repo)
+    reap_dead_runs(repo, log)
     results = collect_results(repo)
     todo = missing(names, results, the_plan.metrics_files)
     log(f"{len(names) - len(todo)} of {len(names)} experiments already finished")
@@ -417,8 +443,10 @@ def queue_and_run(names: Sequence[str], jobs: int, the_plan: Plan, *, repo: str 
             pending += 1
             log(f"  {name}: already {waiting[0]}")
             continue
-        force = ["-f"] if result.get("state") == "success" else []  # finished, but a needed stage is stale
-        args = [_dvc(), "exp", "run", "--queue", "-n", name, *force]
+        if result.get("state") == "success":  # finished, but a needed stage is stale: replace it. Not with
+            # `-f`, which would re-run every stage; a fresh run restores the up-to-date ones from the run cache.
+            _call([_dvc(), "exp", "remove", name], repo)
+        args = [_dvc(), "exp", "run", "--queue", "-n", name]
         for override in the_plan.overrides[name]:
             args += ["-S", override]
         _call([*args, *the_plan.targets[name]], repo)
@@ -724,7 +752,7 @@ def _clean_errors() -> Iterator[None]:
 def _load_params(path: Path) -> dict:
     if not path.is_file():
         raise typer.BadParameter(f"{path}: params file not found", param_hint="--params")
-    return yaml.safe_load(path.read_text()) or {}
+    return read_yaml(path.read_text()) or {}
 
 
 @app.command()

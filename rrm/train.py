@@ -45,8 +45,10 @@ from rrm.models.deeplab import build_deeplab
 from rrm.models.rrm_net import build_rrm
 from rrm.models.weights import load_rrm_weights
 from rrm.reliable import MiningParams, mine_batch, mine_cam_only
+from rrm.reliable_torch import mine_batch_torch, mine_cam_only_torch
 
 MODES = ("cls", "onestep", "supervised")
+AMP = ("none", "bf16")
 ARCHS = ("resnet38", "vgg16_largefov", "resnet101_v2")
 
 
@@ -76,6 +78,7 @@ class TrainSettings:
     checkpoint_every: int = 100
     seed: int = 0
     device: str = "cpu"
+    amp: str = "none"  # "bf16": autocast of the network forward and CAM (losses stay fp32)
     num_workers: int = 0
     nproc: int = 1  # processes a stage launches under torchrun; train() itself uses torchrun's world size
     loss: str = "joint"
@@ -92,6 +95,8 @@ class TrainSettings:
         if self.arch not in ARCHS or (self.arch != "resnet38" and self.mode == "onestep"):
             raise ValueError(f"arch {self.arch!r} with mode {self.mode!r}: expected resnet38, or a DeepLab "
                              f"arch {ARCHS[1:]} with mode 'cls' or 'supervised'")
+        if self.amp not in AMP:
+            raise ValueError(f"amp {self.amp!r}: expected one of {AMP}")
         _check_split(self.batch_size, self.nproc)
 
 
@@ -245,6 +250,19 @@ def _global_pixel_ce(logits: torch.Tensor, targets: list[torch.Tensor]) -> list[
             for target, count in zip(targets, counts.tolist(), strict=True)]
 
 
+class _Bf16Cam(nn.Module):
+    """The network's CAM head under bf16 autocast, returned in fp32: the CAMs' resizing, averaging and
+    normalisation, whose values mining thresholds and ranks, stay fp32."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return {"cam": self.model(x)["cam"].float()}
+
+
 def step_losses(model: nn.Module, batch: dict, s: TrainSettings, pool: CRFPool | None,
                 device: torch.device) -> dict[str, torch.Tensor]:
     """The loss terms of one step; their sum is what is optimised.
@@ -252,38 +270,56 @@ def step_losses(model: nn.Module, batch: dict, s: TrainSettings, pool: CRFPool |
     `model` may be DistributedDataParallel-wrapped; pixel-averaged terms then average over the global batch.
     """
     ddp = isinstance(model, DistributedDataParallel)
-    images, labels = batch["image"].to(device), batch["labels"].to(device)
+    cuda = device.type == "cuda"
+    # channels_last suits cuDNN's convolutions (the model is converted in _train); the host tensors
+    # are pinned by the DataLoader, so the copies overlap with the GPU's work
+    images = batch["image"].to(device, non_blocking=cuda,
+                               memory_format=torch.channels_last if cuda else torch.preserve_format)
+    labels = batch["labels"].to(device, non_blocking=cuda)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.amp == "bf16")
     crop = images.shape[-2:]
     if s.mode == "supervised":
-        seg = F.interpolate(segmentation_logits(model, images), crop, mode="bilinear", align_corners=False)
-        mask = batch["mask"].to(device)
+        with autocast:
+            logits = segmentation_logits(model, images)
+        seg = F.interpolate(logits.float(), crop, mode="bilinear", align_corners=False)
+        mask = batch["mask"].to(device, non_blocking=cuda)
         if ddp:
             return {"ce": _global_pixel_ce(seg, [mask])[0]}
         return {"ce": F.cross_entropy(seg, mask, ignore_index=IGNORE_INDEX)}
-    out = model(images)
+    with autocast:
+        out = model(images)
     if s.arch != "resnet38":  # DeepLab pre-training: global average of its foreground scores (a GAP classifier)
-        return {"cls": classification_loss(out["out"][:, 1:].mean((2, 3)), labels)}
-    losses = {"cls": classification_loss(out["cls"], labels)}
+        return {"cls": classification_loss(out["out"][:, 1:].float().mean((2, 3)), labels)}
+    losses = {"cls": classification_loss(out["cls"].float(), labels)}
     if s.mode == "cls":
         return losses
-    with torch.no_grad():  # the bare module: extra forwards through DDP would sync buffers for nothing
-        cam = multiscale_cam(getattr(model, "module", model), images, labels, scales=s.cam_scales,
-                             scale1_cam=out["cam"])
-    raw_uint8 = batch["raw"].permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
-    roi = batch["roi"].numpy() > 0
-    if s.pseudo == "rrm":
-        pseudo = mine_batch(raw_uint8, cam.cpu(), labels.cpu(), s.mining, pool, roi=roi)
+    bare = getattr(model, "module", model)  # extra forwards through DDP would sync buffers for nothing
+    with torch.no_grad():
+        cam = multiscale_cam(bare if s.amp == "none" else _Bf16Cam(bare), images, labels, scales=s.cam_scales,
+                             scale1_cam=out["cam"].float())
+    raw = batch["raw"].to(device, non_blocking=cuda)
+    roi = batch["roi"].to(device, non_blocking=cuda)
+    if s.mining.crf_backend == "torch":  # on the device; labels from the host: no sync (see reliable_torch)
+        if s.pseudo == "rrm":
+            target = mine_batch_torch(raw, cam, batch["labels"], s.mining, roi=roi > 0)
+        else:
+            target = mine_cam_only_torch(cam, batch["labels"], s.mining, roi=roi > 0)
     else:
-        pseudo = mine_cam_only(cam.cpu(), labels.cpu(), s.mining, roi=roi)
-    target = torch.from_numpy(pseudo).long().to(device)
-    seg = F.interpolate(out["seg"], crop, mode="bilinear", align_corners=False)
+        raw_uint8 = batch["raw"].permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
+        roi_np = batch["roi"].numpy() > 0
+        if s.pseudo == "rrm":
+            pseudo = mine_batch(raw_uint8, cam.cpu(), labels.cpu(), s.mining, pool, roi=roi_np)
+        else:
+            pseudo = mine_cam_only(cam.cpu(), labels.cpu(), s.mining, roi=roi_np)
+        target = torch.from_numpy(pseudo).long().to(device)
+    seg = F.interpolate(out["seg"].float(), crop, mode="bilinear", align_corners=False)
     if ddp:  # split_cross_entropy's bg / fg maps, each averaged over the global batch
         losses["ce_bg"], losses["ce_fg"] = _global_pixel_ce(seg, list(split_targets(target, IGNORE_INDEX)))
     else:
         losses["ce_bg"], losses["ce_fg"] = split_cross_entropy(seg, target)
     if s.loss == "joint":  # a per-image mean already: rank means average to the global one
         losses["energy"] = dense_energy_loss(
-            batch["raw"].to(device), torch.softmax(seg, dim=1), batch["roi"].to(device), target,
+            raw, torch.softmax(seg, dim=1), roi, target,
             sigma_rgb=s.energy["sigma_rgb"], sigma_xy=s.energy["sigma_xy"], scale=s.energy["scale"],
             weight=s.energy["weight"])
     return losses
@@ -327,6 +363,8 @@ def _train(s: TrainSettings, device: torch.device) -> dict:
     random.seed(s.seed + rank)
     dataset = VOCSegmentation(s.data_root, s.split, mask_dir=s.mask_dir, weak=s.mode != "supervised")
     model = build_model(s, device)
+    if device.type == "cuda":  # NHWC activations: cuDNN's fast convolution layouts (bf16 tensor cores)
+        model = model.to(memory_format=torch.channels_last)
     if world > 1 and not s.freeze_bn:
         if device.type == "cuda":  # batch statistics over the global batch, as one process computes them
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -359,7 +397,8 @@ def _train(s: TrainSettings, device: torch.device) -> dict:
     collate = _SeededCollate(TrainBatchCollate(crop_size=s.crop_size, scale_range=tuple(s.scale_range)))
     loader = DataLoader(_Seeded(dataset), batch_sampler=sampler, collate_fn=collate, num_workers=s.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=s.num_workers > 0)
-    pool = CRFPool(s.pool_processes) if s.mode == "onestep" and s.pseudo == "rrm" else None  # one per rank
+    pool = (CRFPool(s.pool_processes) if s.mode == "onestep" and s.pseudo == "rrm"
+            and s.mining.crf_backend == "pydensecrf" else None)  # one per rank
     live = Live(s.live_dir, dvcyaml=False, save_dvc_exp=False, resume=start > 0) if s.live_dir and main else None
     net.train()
     history: dict[str, float] = {}

@@ -41,6 +41,18 @@ def test_alpha_ratio_outside_unit_interval_is_rejected(value):
         validate(params)
 
 
+@pytest.mark.parametrize(("key", "good", "bad"), [("amp", "bf16", "fp16"),
+                                                 ("mining.crf_backend", "torch", "cuda")])
+def test_gpu_path_switches_are_validated(key, good, bad):
+    params = yaml.safe_load(PARAMS.read_text())
+    section, name = (params, key) if "." not in key else (params["mining"], key.split(".")[1])
+    section[name] = good
+    validate(params)
+    section[name] = bad
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        validate(params)
+
+
 def test_missing_params_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_params(tmp_path / "nope.yaml")

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,27 @@ def test_stale_outputs_follow_params_and_upstream_hashes():
                                                   "reports/cam/metrics.json"}
     params["params.yaml"]["alpha_ratio"] = 0.4  # now train's own record disagrees: all of its chain is stale
     assert "reports/onestep/metrics.json" in tables.stale_outputs(lock, params)
+
+
+def test_lock_floats_read_as_dvc_writes_them():
+    # DVC writes 1e-5 as `1e-05`, which plain PyYAML reads as a string: every stage looked stale and
+    # `rrm tables run` re-trained finished cells
+    lock = tables.read_yaml("stages:\n  train:\n    cmd: x\n    params:\n      params.yaml:\n"
+                            "        train: {weight_decay: 1e-05, lr: 2.0e-3}\n"
+                            "    outs: [{path: reports/onestep/metrics.json, md5: e}]\n")
+    params = {"params.yaml": {"train": {"weight_decay": 1e-5, "lr": 0.002}}}
+    assert tables.stale_outputs(lock, params) == set()
+    params["params.yaml"]["train"]["weight_decay"] = 1e-4
+    assert tables.stale_outputs(lock, params) == {"reports/onestep/metrics.json"}
+
+
+def test_running_tasks_parses_queue_status():
+    status = ("Task     Name           Created       Status\n"
+              "ba15b0a  t1-joint-r0.2  12:47 AM      Running\n"
+              "498b3ad  t1-joint-r0.3  12:47 AM      Queued\n"
+              "a7fc95f  t1-ce-r0.2     Nov 25, 2026  Failed\n"
+              "\nWorker status: 0 active, 0 idle\n")
+    assert tables.running_tasks(status) == ["t1-joint-r0.2"]
 
 
 # -------------------------------------------------------------------------------------------- report
@@ -362,7 +384,7 @@ def test_queue_and_run_in_a_scratch_repo(tmp_path, monkeypatch):
     failed = tables.queue_and_run(names, 2, the_plan, repo=repo, log=logs.append)
     assert failed == ["t1-ce-r0.9"]  # --run-all exited 0; the failure is found and reported
     assert any(line.startswith("  t1-ce-r0.9: FAILED (dvc queue logs t1-ce-r0.9; log ") for line in logs)
-    assert "  t1-ce-r0.2: queued (alpha_ratio=0.2 -> evaluate_deeplab evaluate_onestep)" in logs  # re-run, -f
+    assert "  t1-ce-r0.2: queued (alpha_ratio=0.2 -> evaluate_deeplab evaluate_onestep)" in logs  # replaced
 
     results = tables.collect_results(repo, all_commits=True)
     assert results["t1-ce-r0.2"]["stale"] == [] and results["t1-ce-r0.9"]["state"] == "failed"
@@ -376,3 +398,84 @@ def test_queue_and_run_in_a_scratch_repo(tmp_path, monkeypatch):
     logs.clear()
     assert tables.queue_and_run(names[:1], 1, the_plan, repo=repo, log=logs.append) == []
     assert logs == ["1 of 1 experiments already finished"]
+
+
+KILL_STAGE = """import json, os, sys, time, yaml
+alpha = yaml.safe_load(open("params.yaml"))["alpha_ratio"]
+with open({runs!r}, "a") as log:
+    log.write(f"{{alpha}}\\n")
+if alpha == 0.3 and os.path.exists({slow!r}):
+    open({started!r}, "w").write(str(os.getpid()))
+    time.sleep(600)
+os.makedirs("reports/onestep", exist_ok=True)
+json.dump({{"miou": 0.1, "miou_crf": alpha}}, open("reports/onestep/metrics.json", "w"))
+"""
+KILL_TABLE = {
+    "metric": "crf", "base": {"alpha_ratio": 0.4}, "splits": {"val": {}},
+    "reports": {"onestep": "evaluate_onestep"},
+    "tables": {"t1": {"title": "T1", "scale": 1, "report": "onestep", "split": "val",
+                      "rows": [{"key": "ce", "label": "CE"}],
+                      "columns": [{"key": f"r{r}", "label": str(r), "set": {"alpha_ratio": r}} for r in (0.2, 0.3)],
+                      "paper": {"ce": [0.5, 0.5]}}},
+}
+
+
+def _kill_tree(pid: int) -> None:
+    if pid <= 0:  # 0 or -1 would signal our own process group
+        return
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    for child in children:
+        _kill_tree(int(child))
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_only_the_missing_cells(tmp_path, monkeypatch):
+    """SIGKILL `rrm tables run` and its queue worker mid-cell: the re-run reaps the dead task, keeps the
+    finished cell and runs only the killed one."""
+    env = {"DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(tmp_path / "site"),
+           "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com",
+           "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.com"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    repo, runs, slow, started = tmp_path / "repo", tmp_path / "runs.txt", tmp_path / "slow", tmp_path / "started"
+    repo.mkdir()
+    slow.touch()
+    (repo / "a.py").write_text(KILL_STAGE.format(runs=str(runs), slow=str(slow), started=str(started)))
+    (repo / "params.yaml").write_text("alpha_ratio: 0.4\n")
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"evaluate_onestep": {
+        "cmd": "python a.py", "deps": ["a.py"], "params": ["alpha_ratio"],
+        "metrics": [{"reports/onestep/metrics.json": {"cache": False}}]}}}))
+    (repo / "table.json").write_text(json.dumps(KILL_TABLE))
+    dvc = str(Path(sys.executable).parent / "dvc")
+    for args in (["git", "init", "-q"], ["git", "config", "user.name", "ci"],
+                 ["git", "config", "user.email", "ci@example.com"], [dvc, "init", "-q"], [dvc, "repro", "-q"],
+                 ["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):
+        subprocess.run(args, cwd=repo, check=True, capture_output=True, env={**os.environ, **tables._env()})
+    script = ("import json; from rrm import tables; t = json.load(open('table.json')); p = tables.plan(t); "
+              "tables.queue_and_run(p.experiments_for(), 1, p, repo='.')")
+    first = subprocess.Popen([sys.executable, "-c", script], cwd=repo, env={**os.environ, **tables._env()},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(600):
+            if started.exists() or first.poll() is not None:
+                break
+            time.sleep(0.2)
+        assert started.exists(), "the slow cell never started"
+    finally:  # everything dies at once, as on a Ctrl-C'd terminal or a lost machine
+        workers = [int(p.read_text()) for p in (repo / ".dvc/tmp/exps/celery").glob("*.pid")]
+        for pid in [first.pid, *workers]:
+            _kill_tree(pid)
+        first.wait()
+    slow.unlink()
+
+    the_plan = tables.plan(KILL_TABLE)
+    logs: list[str] = []
+    assert tables.queue_and_run(the_plan.experiments_for(), 1, the_plan, repo=repo, log=logs.append) == []
+    assert "  t1-ce-r0.3: its queue worker is gone; marked failed, will be queued again" in logs
+    assert runs.read_text().split() == ["0.4", "0.2", "0.3", "0.3"]  # the finished cell did not run again
+    results = tables.collect_results(repo)
+    assert results["t1-ce-r0.3"]["metrics"]["reports/onestep/metrics.json"]["miou_crf"] == pytest.approx(0.3)

@@ -118,3 +118,38 @@ def test_deeplab_classification_pretraining_initialises_deeplab(tiny_dataset, tm
     assert all(torch.equal(loaded[k], trained[k]) for k in trained)
     with pytest.raises(ValueError, match="mode 'onestep'"):
         _settings(tiny_dataset, tmp_path, mode="onestep", arch="vgg16_largefov")
+
+
+@pytest.mark.parametrize("pseudo", ["rrm", "cam"])
+def test_onestep_with_torch_mining_and_bf16(tiny_dataset, tmp_path, pseudo):
+    """crf_backend torch mines on the training device (no CRF pool); bf16 autocast keeps the losses fp32."""
+    settings = _settings(tiny_dataset, tmp_path, steps=2, pseudo=pseudo, amp="bf16",
+                         mining=MiningParams(rule="code", alpha_ratio=0.4, crf_backend="torch"))
+    history = train(settings)
+    assert set(history) == {"cls", "ce_bg", "ce_fg", "energy", "total"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in history.values())
+    with pytest.raises(ValueError, match="amp"):
+        replace(settings, amp="fp16")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_step_with_gpu_mining(tiny_dataset, tmp_path):
+    """One step on the GPU: bf16 forward and CAM, channels_last, mining and energy loss on the device."""
+    import rrm.train as module
+
+    seen = []
+    original = module.mine_batch_torch
+
+    def recording(images, cams, labels, params, roi=None):
+        out = original(images, cams, labels, params, roi=roi)
+        seen.append((cams.device.type, out.device.type))
+        return out
+
+    module.mine_batch_torch = recording
+    try:
+        history = train(_settings(tiny_dataset, tmp_path, steps=1, device="cuda", amp="bf16",
+                                  mining=MiningParams(rule="code", crf_backend="torch")))
+    finally:
+        module.mine_batch_torch = original
+    assert seen == [("cuda", "cuda")]
+    assert all(torch.isfinite(torch.tensor(v)) for v in history.values())
