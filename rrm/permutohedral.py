@@ -175,7 +175,11 @@ class PermutohedralLattice:
         moved[:, 0] = base
         # Slot s of the shifted view is slot s + 1 of the row.
         moved.view(-1)[1:].scatter_(0, slot.view(-1), weight.reshape(-1))
-        keys = torch.cumsum(moved[:, :d1], 1, dtype=key_dtype).view(-1)
+        if device.type == "cuda":  # CUDA's scan along rows of 3-6 entries took 2.4 ms at 4 x 321^2; the
+            # column-wise scan of the transposed copy takes microseconds
+            keys = torch.cumsum(moved[:, :d1].t().contiguous(), 0, dtype=key_dtype).t().reshape(-1)
+        else:
+            keys = torch.cumsum(moved[:, :d1], 1, dtype=key_dtype).view(-1)
 
         # Hash = stable sort: equal keys are one lattice point, listed in point order. Lattice rows
         # are 1-based; row 0 stays zero and stands for every missing neighbour.
