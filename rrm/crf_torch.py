@@ -18,6 +18,7 @@ splat and slice weights.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypedDict, Unpack
 
 import torch
 from torch import Tensor
@@ -43,18 +44,19 @@ def _normalised(lattice: PermutohedralLattice, compat: float) -> PermutohedralLa
     return lattice.rescale_(norm, compat * norm)
 
 
-def dense_crf_torch(
-    images: Tensor,
-    probs: Tensor,
-    *,
-    valid: Tensor | None = None,
-    iterations: int = 10,
-    gauss_sxy: float = 3.0,
-    gauss_compat: float = 3.0,
-    bi_sxy: float = 80.0,
-    bi_srgb: float = 13.0,
-    bi_compat: float = 10.0,
-) -> Tensor:
+class MeanFieldSettings(TypedDict, total=False):
+    """dense_crfs_torch's keyword settings (defaults: PSA's, as in params.yaml mining.crf)."""
+
+    iterations: int
+    gauss_sxy: float
+    gauss_compat: float
+    bi_sxy: float
+    bi_srgb: float
+    bi_compat: float
+
+
+def dense_crf_torch(images: Tensor, probs: Tensor, *, valid: Tensor | None = None,
+                    **settings: Unpack[MeanFieldSettings]) -> Tensor:
     """Mean-field dense CRF posterior.
 
     Args:
@@ -63,14 +65,12 @@ def dense_crf_torch(
         valid: optional (N, K) bool; a False label is left out of its image's CRF (posterior 0), as
             if the CRF had run on the other labels alone. Lets images with different label counts
             share one padded batch.
-        iterations: mean-field steps (pydensecrf ``inference(iterations)``).
+        settings: iterations (mean-field steps, pydensecrf ``inference(iterations)``) and the kernels'
+            widths and weights, as dense_crfs_torch takes them.
     Returns:
         (N, K, H, W) float32 posterior Q, summing to 1 over K.
     """
-    return dense_crfs_torch(
-        images, [probs], valid=valid, iterations=iterations, gauss_sxy=gauss_sxy, gauss_compat=gauss_compat,
-        bi_sxy=bi_sxy, bi_srgb=bi_srgb, bi_compat=bi_compat,
-    )[0]
+    return dense_crfs_torch(images, [probs], valid=valid, **settings)[0]
 
 
 def dense_crfs_torch(
