@@ -12,6 +12,8 @@ padded with labels the CRF leaves out (``valid`` False). ``ids`` (N, K) maps cha
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import torch
 from torch import Tensor
 
@@ -65,10 +67,7 @@ def _confident_cam_label(probs: Tensor, alpha_ratio: float) -> tuple[Tensor, Ten
 
 
 def _crf(images: Tensor, probs: list[Tensor], valid: Tensor, params: MiningParams) -> list[Tensor]:
-    c = params.crf
-    return dense_crfs_torch(images, probs, valid=valid, iterations=c.iterations, gauss_sxy=c.gauss_sxy,
-                            gauss_compat=c.gauss_compat, bi_sxy=c.bi_sxy, bi_srgb=c.bi_srgb,
-                            bi_compat=c.bi_compat)
+    return dense_crfs_torch(images, probs, valid=valid, **asdict(params.crf))  # CRFParams: same field names
 
 
 def _mine_paper(fg: Tensor, ids: Tensor, params: MiningParams, posterior: Tensor) -> Tensor:
