@@ -310,10 +310,14 @@ def stale_outputs(lock: Mapping, params: Mapping[str, Mapping]) -> set[str]:
             for out in stage.get("outs") or []}
 
 
-def _env() -> dict[str, str]:
-    """Subprocess environment: analytics off, and this interpreter's bin first so stages' `python` is ours."""
+def _env(jobs: int = 1) -> dict[str, str]:
+    """Subprocess environment: analytics off, this interpreter's bin first so stages' `python` is ours, and
+    with several queue workers the cores split between them (OpenMP threads of two workers sharing a core
+    spin-wait on each other)."""
     env = dict(os.environ)
     env.setdefault("DVC_NO_ANALYTICS", "1")
+    if jobs > 1:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -455,7 +459,7 @@ def queue_and_run(names: Sequence[str], jobs: int, the_plan: Plan, *, repo: str 
     if not pending:
         return []
     log(f"running the queue with {jobs} worker(s)...")
-    subprocess.run([_dvc(), "exp", "run", "--run-all", "-j", str(jobs)], cwd=repo, env=_env(), check=False)
+    subprocess.run([_dvc(), "exp", "run", "--run-all", "-j", str(jobs)], cwd=repo, env=_env(jobs), check=False)
     # --run-all exits 0 even when an experiment failed: ask the queue's records (the executor states that
     # `dvc queue status` prints, as `dvc exp show --json` reports them) what actually finished.
     results = collect_results(repo)
