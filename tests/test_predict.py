@@ -70,3 +70,24 @@ def test_server_export_layout_palette_and_archive(checkpoint, tiny_dataset, tmp_
     with tarfile.open(archive) as tar:
         names = tar.getnames()
     assert f"results/VOC2012/Segmentation/comp6_test_cls/{ids[0]}.png" in names
+
+
+def test_server_export_keeps_odd_image_sizes(checkpoint, voc_sample, tmp_path):
+    """VOC's landscape and portrait sizes (500x375, 375x500) come back at exactly the original size."""
+    wanted = {(500, 375), (375, 500)}
+    picked = {}
+    for path in sorted((voc_sample / "JPEGImages").glob("*.jpg")):
+        with Image.open(path) as image:
+            picked.setdefault(image.size, path)
+    picked = {size: path for size, path in picked.items() if size in wanted}
+    assert set(picked) == wanted, "the VOC sample should hold images of these sizes"
+    root = tmp_path / "voc"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "ImageSets/Segmentation").mkdir(parents=True)
+    for path in picked.values():
+        (root / "JPEGImages" / path.name).symlink_to(path)
+    (root / "ImageSets/Segmentation/test.txt").write_text("".join(f"{p.stem}\n" for p in picked.values()))
+    export_voc_server(load_model(checkpoint), root, "test", tmp_path / "out")
+    for size, path in picked.items():
+        with Image.open(tmp_path / "out/results/VOC2012/Segmentation/comp6_test_cls" / f"{path.stem}.png") as mask:
+            assert mask.size == size and mask.mode == "P"

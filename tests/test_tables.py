@@ -185,6 +185,17 @@ def test_lock_floats_read_as_dvc_writes_them():
     assert tables.stale_outputs(lock, params) == {"reports/onestep/metrics.json"}
 
 
+def test_parallel_workers_split_the_cores(monkeypatch):
+    """Two workers with OpenMP's default threads each would spin-wait on each other's cores."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(tables.os, "cpu_count", lambda: 8)
+    assert "OMP_NUM_THREADS" not in tables._env(1)
+    assert tables._env(2)["OMP_NUM_THREADS"] == "4"
+    assert tables._env(16)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting wins
+    assert tables._env(2)["OMP_NUM_THREADS"] == "3"
+
+
 def test_running_tasks_parses_queue_status():
     status = ("Task     Name           Created       Status\n"
               "ba15b0a  t1-joint-r0.2  12:47 AM      Running\n"
