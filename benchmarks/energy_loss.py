@@ -33,6 +33,7 @@ import numpy as np
 import pydensecrf.densecrf as dcrf
 import torch
 import torch.nn.functional as F
+from mining import NAMES, VOC_SAMPLE  # benchmarks/mining.py (this script's directory): the same photos
 from PIL import Image
 from pydensecrf.utils import unary_from_softmax
 
@@ -42,8 +43,6 @@ from rrm.io import load_image, load_mask, write_json
 from rrm.permutohedral import PermutohedralLattice, bilateral_features, exact_gaussian_filter
 
 REPO = Path(__file__).resolve().parents[1]
-VOC_SAMPLE = Path(os.environ.get("RRM_VOC_SAMPLE", REPO.parent / "shared" / "data" / "voc2012-sample"))
-NAMES = ("2007_000063", "2007_000364", "2007_000392", "2007_000768")
 OUT = REPO / "reports" / "bench" / "energy_loss.json"
 
 

@@ -70,12 +70,17 @@ def _crf(images: Tensor, probs: list[Tensor], valid: Tensor, params: MiningParam
     return dense_crfs_torch(images, probs, valid=valid, **asdict(params.crf))  # CRFParams: same field names
 
 
-def _mine_paper(fg: Tensor, ids: Tensor, params: MiningParams, posterior: Tensor) -> Tensor:
-    """rrm.reliable._mine_paper on a packed batch; posterior: the gamma CRF's (N, K, H, W)."""
-    probs = _with_background(fg, params.gamma)
+def _class_ids(ids: Tensor, channels: Tensor) -> Tensor:
+    """(N, H, W) packed channel indices -> class ids (0 = background), through ids (N, K)."""
+    return ids.gather(1, channels.flatten(1)).view_as(channels)
+
+
+def _mine_paper(probs: Tensor, ids: Tensor, params: MiningParams, posterior: Tensor | None = None) -> Tensor:
+    """rrm.reliable._mine_paper on a packed batch; probs: [P_bg, P_fg] with params.gamma, (N, K, H, W);
+    posterior: the CRF's on those probs, or None for eq. 6 alone (rrm.reliable.mine_cam_only)."""
     cam_label, reliable = _confident_cam_label(probs, params.alpha_ratio)
-    keep = reliable & (cam_label == posterior.argmax(1))
-    return torch.where(keep, ids.gather(1, cam_label.flatten(1)).view_as(cam_label), IGNORE_INDEX)
+    keep = reliable if posterior is None else reliable & (cam_label == posterior.argmax(1))
+    return torch.where(keep, _class_ids(ids, cam_label), IGNORE_INDEX)
 
 
 def _mine_code(fg: Tensor, ids: Tensor, params: MiningParams, low: Tensor, high: Tensor) -> Tensor:
@@ -84,7 +89,7 @@ def _mine_code(fg: Tensor, ids: Tensor, params: MiningParams, low: Tensor, high:
     cam_all = _with_background(fg, params.gamma_high)
     cam_score, cam_label = cam_all.max(1)  # max() gives the first maximum, as numpy's argmax
     low_label, high_label = low.argmax(1), high.argmax(1)
-    crf_label = torch.where(low_label == 0, IGNORE_INDEX, ids.gather(1, low_label.flatten(1)).view_as(low_label))
+    crf_label = torch.where(low_label == 0, IGNORE_INDEX, _class_ids(ids, low_label))
     crf_label = crf_label.masked_fill(high_label == 0, 0)
 
     cam_sure = (cam_label == 0) & (cam_all[:, 0] > params.bg_confident)
@@ -133,7 +138,7 @@ def mine_batch_torch(images: Tensor, cams: Tensor, labels: Tensor, params: Minin
         rgb = images.to(fg.device).float().round().clamp_(0, 255)
         if params.rule == "paper":
             probs = _with_background(fg, params.gamma)
-            out = _mine_paper(fg, ids, params, _crf(rgb, [probs], valid, params)[0])
+            out = _mine_paper(probs, ids, params, _crf(rgb, [probs], valid, params)[0])
         else:
             probs = [_with_background(fg, g) for g in (params.gamma_low, params.gamma_high)]
             out = _mine_code(fg, ids, params, *_crf(rgb, probs, valid, params))
@@ -144,6 +149,4 @@ def mine_cam_only_torch(cams: Tensor, labels: Tensor, params: MiningParams, roi:
     """rrm.reliable.mine_cam_only on cams' device (eq. 6 alone, no CRF). Returns (N, H, W) long."""
     with torch.no_grad():
         fg, ids, _ = _pack(cams, labels)
-        cam_label, reliable = _confident_cam_label(_with_background(fg, params.gamma), params.alpha_ratio)
-        out = torch.where(reliable, ids.gather(1, cam_label.flatten(1)).view_as(cam_label), IGNORE_INDEX)
-        return _apply_roi(out, roi)
+        return _apply_roi(_mine_paper(_with_background(fg, params.gamma), ids, params), roi)

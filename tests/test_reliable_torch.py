@@ -14,7 +14,14 @@ from rrm.cam import normalize_cam
 from rrm.crf import CRFPool, dense_crfs
 from rrm.io import load_image, load_mask
 from rrm.reliable import MiningParams, mine_batch, mine_cam_only, mine_code, mine_paper
-from rrm.reliable_torch import _mine_code, _mine_paper, _pack, mine_batch_torch, mine_cam_only_torch
+from rrm.reliable_torch import (
+    _mine_code,
+    _mine_paper,
+    _pack,
+    _with_background,
+    mine_batch_torch,
+    mine_cam_only_torch,
+)
 
 U = 255
 # 1, 2 and 3 classes: the packed batch pads the first images' label lists
@@ -68,7 +75,8 @@ def test_rule_equals_numpy_rule_on_the_same_posteriors(voc_sample: Path, rule: s
     fg, ids, _ = _pack(cams, labels)
     gammas = (params.gamma,) if rule == "paper" else (params.gamma_low, params.gamma_high)
     posts = _padded_posteriors(images, cams, labels, gammas, params)
-    ours = (_mine_paper(fg, ids, params, *posts) if rule == "paper" else _mine_code(fg, ids, params, *posts)).numpy()
+    ours = (_mine_paper(_with_background(fg, params.gamma), ids, params, *posts) if rule == "paper"
+            else _mine_code(fg, ids, params, *posts)).numpy()
     want = mine_batch(images, cams, labels, params, CRFPool(0))
     assert (ours == want).mean() >= 0.9995, (ours == want).mean()
     assert len(np.unique(want)) >= 4  # the rule found classes and background on these photos

@@ -196,13 +196,9 @@ def test_dataset_stats_without_split_lists(tmp_path: Path) -> None:
         dataset_stats(tmp_path)
 
 
-VOC_SAMPLE = Path("/work/shared/data/voc2012-sample")
-
-
-@pytest.mark.skipif(not VOC_SAMPLE.is_dir(), reason="real VOC sample not available")
-def test_dataset_stats_on_real_voc() -> None:
+def test_dataset_stats_on_real_voc(voc_sample: Path) -> None:
     """Real VOC has no SegmentationObject/Part here: object statistics are None, not zero."""
-    stats = dataset_stats(VOC_SAMPLE)
+    stats = dataset_stats(voc_sample)
     assert stats["num_images"] == {"train": 60}
     assert stats["mean_objects_per_image"] is None and stats["mean_part_fraction"] is None
     assert 0.01 < stats["mean_ignore_fraction"] < 0.2
