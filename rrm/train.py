@@ -66,6 +66,7 @@ class TrainSettings:
     batch_norm: bool = False  # DeepLab-LargeFOV only: VGG-16 with BatchNorm (torchvision's vgg16_bn)
     init: str | None = None
     freeze_bn: bool = True
+    dropout: bool = True  # ResNet-38 only: its Dropout2d layers (the authors' network has them)
     steps: int = 100
     batch_size: int = 4
     crop_size: int = 96
@@ -206,7 +207,7 @@ def build_model(s: TrainSettings, device: torch.device) -> nn.Module:
     """ResNet-38 RRM net (init: PSA ImageNet / RRM classification weights or one of our checkpoints), or a
     DeepLab (init: a torchvision-format ImageNet file)."""
     if s.arch == "resnet38":
-        model = build_rrm(width=s.width, freeze_bn=s.freeze_bn)
+        model = build_rrm(width=s.width, freeze_bn=s.freeze_bn, dropout=s.dropout)
         if s.init:
             load_rrm_weights(model, s.init)
     else:

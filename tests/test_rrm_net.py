@@ -103,3 +103,14 @@ def test_missing_weight_file_names_it(tmp_path):
 def test_rejects_bad_num_classes():
     with pytest.raises(ValueError, match="num_classes"):
         build_rrm(width=WIDTH, num_classes=1)
+
+
+def test_dropout_off_makes_train_mode_deterministic_with_the_same_keys():
+    # With frozen BN, dropout is the only randomness of a train-mode forward: off, two forwards agree.
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 48, 48)
+    on, off = build_rrm(width=WIDTH).train(), build_rrm(width=WIDTH, dropout=False).train()
+    off.load_state_dict(on.state_dict())  # same parameter names either way (the authors' weight files load)
+    assert torch.equal(off(x)["cls"], off(x)["cls"])
+    assert not torch.equal(on(x)["cls"], on(x)["cls"])
+    assert torch.allclose(off(x)["cls"], on.eval()(x)["cls"], atol=1e-6)  # eval ignores dropout anyway

@@ -32,6 +32,7 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck, conv1x1
 
 from rrm.io import load_torch
+from rrm.models.dilated import DilatedConv2d
 from rrm.models.resnet38 import scaled
 from rrm.models.weights import (
     FreezableBatchNorm,
@@ -87,7 +88,7 @@ class DeepLabLargeFOV(FreezableBatchNorm):
                 in_ch = out_ch
         self.features = nn.Sequential(*layers)  # indices match torchvision's vgg16().features
         fc_ch = scaled(1024, width)
-        self.fc6 = nn.Conv2d(in_ch, fc_ch, 3, padding=12, dilation=12)
+        self.fc6 = DilatedConv2d(in_ch, fc_ch, 12)
         self.drop6 = nn.Dropout(0.5)
         self.fc7 = nn.Conv2d(fc_ch, fc_ch, 1)
         self.drop7 = nn.Dropout(0.5)
@@ -124,7 +125,7 @@ class ASPP(nn.Module):
 
     def __init__(self, in_ch: int, num_classes: int, rates: tuple[int, ...] = ASPP_RATES) -> None:
         super().__init__()
-        self.branches = nn.ModuleList(nn.Conv2d(in_ch, num_classes, 3, padding=r, dilation=r) for r in rates)
+        self.branches = nn.ModuleList(DilatedConv2d(in_ch, num_classes, r) for r in rates)
         for conv in self.branches:
             nn.init.normal_(conv.weight, std=0.01)  # DeepLab-v2's Gaussian init of fc1_c*
             nn.init.zeros_(conv.bias)

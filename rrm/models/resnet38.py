@@ -108,7 +108,7 @@ class ResNet38(FreezableBatchNorm):
     `train()` and its affine parameters get no gradient; conv1a is trained (RRM; PSA froze it).
     """
 
-    def __init__(self, *, width: float = 1.0, freeze_bn: bool = True) -> None:
+    def __init__(self, *, width: float = 1.0, freeze_bn: bool = True, dropout: bool = True) -> None:
         super().__init__()
         if not width > 0:
             raise ValueError(f"width must be > 0, got {width}")
@@ -126,8 +126,8 @@ class ResNet38(FreezableBatchNorm):
         self.b5 = ResBlock(c[512], c[512], c[1024], dilation=2, first_dilation=1)
         self.b5_1 = ResBlock(c[1024], c[512], c[1024], dilation=2)
         self.b5_2 = ResBlock(c[1024], c[512], c[1024], dilation=2)
-        self.b6 = BottleneckBlock(c[1024], c[2048], c[512], c[1024], dilation=4, dropout=0.3)
-        self.b7 = BottleneckBlock(c[2048], c[4096], c[1024], c[2048], dilation=4, dropout=0.5)
+        self.b6 = BottleneckBlock(c[1024], c[2048], c[512], c[1024], dilation=4, dropout=0.3 * dropout)
+        self.b7 = BottleneckBlock(c[2048], c[4096], c[1024], c[2048], dilation=4, dropout=0.5 * dropout)
         self.bn7 = nn.BatchNorm2d(c[4096])
         self.out_channels = c[4096]
         self.freeze_batchnorm_if(freeze_bn)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rrm.models.dilated import DilatedConv2d
 from rrm.models.resnet38 import ResNet38, scaled
 from rrm.models.weights import load_rrm_weights, lr_groups
 
@@ -32,16 +33,18 @@ class RRMNet(ResNet38):
     keys (`conv1a.weight`, `b7.conv_branch2b2.weight`, `fc8.weight`, `fc8_seg_conv1.bias`). Callers upsample.
     """
 
-    def __init__(self, *, width: float = 1.0, num_classes: int = 21, freeze_bn: bool = True) -> None:
-        super().__init__(width=width, freeze_bn=freeze_bn)
+    def __init__(
+        self, *, width: float = 1.0, num_classes: int = 21, freeze_bn: bool = True, dropout: bool = True
+    ) -> None:
+        super().__init__(width=width, freeze_bn=freeze_bn, dropout=dropout)
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         channels, mid = self.out_channels, scaled(512, width)
         self.num_classes = num_classes
-        self.dropout7 = nn.Dropout2d(0.5)
+        self.dropout7 = nn.Dropout2d(0.5 * dropout)
         self.fc8 = nn.Conv2d(channels, NUM_FG_CLASSES, 1, bias=False)
-        self.fc8_seg_conv1 = nn.Conv2d(channels, mid, 3, padding=12, dilation=12)
-        self.fc8_seg_conv2 = nn.Conv2d(mid, num_classes, 3, padding=12, dilation=12)
+        self.fc8_seg_conv1 = DilatedConv2d(channels, mid, 12)
+        self.fc8_seg_conv2 = DilatedConv2d(mid, num_classes, 12)
         for conv in (self.fc8, self.fc8_seg_conv1, self.fc8_seg_conv2):
             nn.init.xavier_uniform_(conv.weight)  # PSA and RRM use Xavier for the new layers
             if conv.bias is not None:
@@ -81,11 +84,13 @@ def build_rrm(
     num_classes: int = 21,
     weights: str | os.PathLike | None = None,
     freeze_bn: bool = True,
+    dropout: bool = True,
 ) -> RRMNet:
     """The RRM network; `weights`: the authors' RRM / classification file, PSA's ImageNet ResNet-38 or one of
     our checkpoints (see `load_rrm_weights`). `freeze_bn` False trains BatchNorm (not the authors'
-    setting)."""
-    model = RRMNet(width=width, num_classes=num_classes, freeze_bn=freeze_bn)
+    setting); `dropout` False
+    turns ResNet-38's Dropout2d layers (b6, b7, before fc8) into identities (not the authors' setting)."""
+    model = RRMNet(width=width, num_classes=num_classes, freeze_bn=freeze_bn, dropout=dropout)
     if weights is not None:
         load_rrm_weights(model, weights)
     return model
