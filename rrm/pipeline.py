@@ -17,9 +17,8 @@ from rrm.models.rrm_net import build_rrm
 from rrm.reliable import MiningParams
 from rrm.train import TrainSettings
 
-TRAIN_KEYS = ("freeze_bn", "dropout", "optimizer", "steps", "batch_size", "crop_size", "scale_range", "lr", "weight_decay",
-              "momentum",
-              "poly_power", "checkpoint_every")
+TRAIN_KEYS = ("freeze_bn", "dropout", "optimizer", "steps", "batch_size", "crop_size", "scale_range", "lr",
+              "weight_decay", "momentum", "poly_power", "checkpoint_every")
 
 
 def crf_params(section: dict) -> CRFParams:

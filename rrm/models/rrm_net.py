@@ -88,8 +88,8 @@ def build_rrm(
 ) -> RRMNet:
     """The RRM network; `weights`: the authors' RRM / classification file, PSA's ImageNet ResNet-38 or one of
     our checkpoints (see `load_rrm_weights`). `freeze_bn` False trains BatchNorm (not the authors'
-    setting); `dropout` False
-    turns ResNet-38's Dropout2d layers (b6, b7, before fc8) into identities (not the authors' setting)."""
+    setting); `dropout` False turns ResNet-38's Dropout2d layers (b6, b7, before fc8) into identities (not
+    the authors' setting)."""
     model = RRMNet(width=width, num_classes=num_classes, freeze_bn=freeze_bn, dropout=dropout)
     if weights is not None:
         load_rrm_weights(model, weights)
