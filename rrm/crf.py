@@ -12,8 +12,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -118,6 +120,24 @@ def _init_worker() -> None:
         torch.set_num_threads(1)
 
 
+@contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Start processes without the parent's main script.
+
+    A 'spawn' child re-runs the parent's main script before its first task (multiprocessing's
+    'prepare' step), so that functions defined there unpickle. The pool's tasks are rrm's module-level
+    functions, but a stage script or the CLI imports torch and torchvision at the top: ~6 CPU-seconds
+    per worker, taken from the training or evaluation process they start next to (2 cores). While
+    __main__ is a bare module, the children import only what their tasks need.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 class _Ready(Generic[T]):
     """Handle for work done inline: computed on .get(), so the caller's own work still runs first."""
 
@@ -158,7 +178,8 @@ class CRFPool:
 
     processes=None uses os.cpu_count(); 0 or 1 runs every CRF inline in this process. Create once,
     reuse every step, close at the end (or use as a context manager). Workers run single-threaded
-    (see _init_worker) and start on first use; ``workers`` is how many run in parallel (1 inline).
+    (see _init_worker) and all start on first use, without the main script (see _main_script_hidden),
+    so tasks must be functions of importable modules; ``workers`` is how many run in parallel (1 inline).
     """
 
     def __init__(self, processes: int | None = None) -> None:
@@ -166,7 +187,7 @@ class CRFPool:
             processes = os.cpu_count() or 1
         if not isinstance(processes, int) or processes < 0:
             raise ValueError(f"processes must be None or an int >= 0, got {processes!r}")
-        self.processes, self._closed = processes, False
+        self.processes, self._closed, self._started = processes, False, False
         self._pool = (
             ProcessPoolExecutor(
                 processes, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
@@ -180,6 +201,16 @@ class CRFPool:
         """Tasks that run at the same time: the worker processes, or 1 when everything runs inline."""
         return self.processes if self._pool is not None else 1
 
+    def _executor(self) -> ProcessPoolExecutor:
+        """The executor, its workers started: a spawning executor starts one per submit until all run."""
+        assert self._pool is not None
+        if not self._started:
+            with _main_script_hidden():
+                for _ in range(self.processes):
+                    self._pool.submit(os.getpid)
+            self._started = True
+        return self._pool
+
     def submit(self, fn: Callable[..., T], *args: object) -> _Ready[T] | _Submitted[T]:
         """Run fn(*args) in a worker (fn and args must pickle; fn a module-level function); the
         handle's .get() returns its result. Inline pools compute it on .get(), in this process."""
@@ -187,7 +218,10 @@ class CRFPool:
             raise RuntimeError("CRFPool is closed")
         if self._pool is None:
             return _Ready(lambda: fn(*args))
-        return _Submitted(self._pool.submit(fn, *args))
+        if getattr(fn, "__module__", None) == "__main__":  # it would kill the worker that unpickles it
+            raise ValueError(f"CRFPool.submit: {fn.__qualname__} is defined in the main script, which the "
+                             "workers do not import; move it to a module")
+        return _Submitted(self._executor().submit(fn, *args))
 
     def map_async(
         self,
@@ -203,8 +237,9 @@ class CRFPool:
             return _Ready(lambda: [_run_job(job) for job in jobs])
         # Largest jobs are queued first, one job per task: the workers finish close together.
         futures: list[Future | None] = [None] * len(jobs)
+        executor = self._executor()
         for i in sorted(range(len(jobs)), key=lambda i: -jobs[i][1].size):
-            futures[i] = self._pool.submit(_run_job, jobs[i])
+            futures[i] = executor.submit(_run_job, jobs[i])
         return _Pending(futures)  # type: ignore[arg-type]
 
     def map(

@@ -25,7 +25,7 @@ from rrm.figures import cam_heatmap, colorize, per_class_bars, save_grid
 from rrm.inference import predict_probs
 from rrm.io import save_mask, write_json, write_text
 from rrm.metrics import ConfusionMatrix
-from rrm.reliable import MiningParams, mine_batch
+from rrm.reliable import MiningParams, mine_batch_async
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
@@ -42,17 +42,28 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
 def predictions(model: nn.Module, dataset: Sequence[dict], *, scales: Sequence[float], flip: bool,
                 crf: CRFParams | None, pool: CRFPool, device: torch.device, desc: str,
                 chunk: int = 8) -> Iterator[tuple[dict, np.ndarray, np.ndarray | None]]:
-    """Yield (sample, prediction, CRF-refined prediction or None) for every image, CRFs run in the pool."""
+    """Yield (sample, prediction, CRF-refined prediction or None) for every image, in dataset order.
+
+    The CRFs of a chunk run in the pool while the network predicts the next chunk, so neither the
+    workers nor this process wait for the other."""
     model.eval()
+
+    def finish(samples, probs, crfs):  # noqa: ANN001, ANN202
+        posts = crfs.get() if crfs is not None else [None] * len(samples)
+        for sample, prob, post in zip(samples, probs, posts, strict=True):
+            yield sample, prob.argmax(0).numpy().astype(np.uint8), None if post is None else post.argmax(0).astype(np.uint8)
+
+    previous = None
     for samples in _chunks(tqdm(dataset, desc=desc, unit="img"), chunk):
         probs = [predict_probs(model, s["image"], scales=scales, flip=flip, device=device, name=s["name"])
                  for s in samples]
-        refined: list[np.ndarray | None] = [None] * len(samples)
-        if crf is not None:
-            posts = pool.map([s["image"] for s in samples], [p.numpy().astype(np.float32) for p in probs], crf)
-            refined = [post.argmax(0).astype(np.uint8) for post in posts]
-        for sample, prob, ref in zip(samples, probs, refined, strict=True):
-            yield sample, prob.argmax(0).numpy().astype(np.uint8), ref
+        crfs = (pool.map_async([s["image"] for s in samples], [p.numpy().astype(np.float32) for p in probs], crf)
+                if crf is not None else None)
+        if previous is not None:
+            yield from finish(*previous)
+        previous = (samples, probs, crfs)
+    if previous is not None:
+        yield from finish(*previous)
 
 
 def metrics_report(cm: ConfusionMatrix, cm_crf: ConfusionMatrix | None = None, **extra: object) -> dict:
@@ -102,15 +113,22 @@ def evaluate_segmentation(model: nn.Module, dataset: Sequence[dict], out_dir: st
 
 
 @torch.no_grad()
-def cam_and_reliable(model: nn.Module, sample: dict, *, scales: Sequence[float], mining: MiningParams,
-                     pool: CRFPool, device: torch.device | str) -> tuple[torch.Tensor, np.ndarray]:
-    """One sample's normalised multi-scale CAM, (1, 20, H, W) on the CPU (eq. 1-3), and the reliable
-    regions mined from it, (H, W) uint8 in {0..20, 255}. The model is expected in eval mode."""
-    image = normalize(sample["image"]).unsqueeze(0).to(device)
-    labels = torch.from_numpy(sample["labels"]).unsqueeze(0)
-    cam = multiscale_cam(model, image, labels.to(device), scales=scales).cpu()
-    reliable = mine_batch(sample["image"][None], cam, labels, mining, pool)[0]
-    return cam, reliable
+def cams_and_reliable(model: nn.Module, samples: Iterable[dict], *, scales: Sequence[float], mining: MiningParams,
+                      pool: CRFPool, device: torch.device | str) -> Iterator[tuple[dict, torch.Tensor, np.ndarray]]:
+    """Per sample: the normalised multi-scale CAM, (1, 20, H, W) on the CPU (eq. 1-3), and the reliable regions
+    mined from it, (H, W) uint8 in {0..20, 255}. The model is expected in eval mode. An image's CRFs run in
+    the pool while the network computes the next image's CAM."""
+    previous = None
+    for sample in samples:
+        image = normalize(sample["image"]).unsqueeze(0).to(device)
+        labels = torch.from_numpy(sample["labels"]).unsqueeze(0)
+        cam = multiscale_cam(model, image, labels.to(device), scales=scales).cpu()
+        mined = mine_batch_async(sample["image"][None], cam, labels, mining, pool)
+        if previous is not None:
+            yield previous[0], previous[1], previous[2].get()[0]
+        previous = (sample, cam, mined)
+    if previous is not None:
+        yield previous[0], previous[1], previous[2].get()[0]
 
 
 @torch.no_grad()
@@ -125,8 +143,8 @@ def evaluate_cam(model: nn.Module, dataset: Sequence[dict], out_dir: str | Path,
     cm, reliable_cm = ConfusionMatrix(), ConfusionMatrix()
     labelled = total = 0
     examples = []
-    for sample in tqdm(dataset, desc="evaluate CAM", unit="img"):
-        cam, reliable = cam_and_reliable(model, sample, scales=scales, mining=mining, pool=pool, device=device)
+    for sample, cam, reliable in cams_and_reliable(model, tqdm(dataset, desc="evaluate CAM", unit="img"),
+                                                   scales=scales, mining=mining, pool=pool, device=device):
         labels = torch.from_numpy(sample["labels"]).unsqueeze(0)
         cam_label = cam_label_map(cam, labels, bg_threshold=bg_threshold)[0].numpy().astype(np.uint8)
         cm.update(sample["mask"], cam_label)

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from rrm.crf import CRFParams, CRFPool
 from rrm.data.voc import VOCSegmentation
-from rrm.evaluate import cam_and_reliable, predictions
+from rrm.evaluate import cams_and_reliable, predictions
 from rrm.figures import cam_heatmap, colorize, save_grid
 from rrm.reliable import MiningParams
 
@@ -68,8 +68,8 @@ def qualitative_grid(path: str | os.PathLike, dataset: VOCSegmentation, ids: Seq
         raise ValueError(f"{dataset.list_path}: no ground-truth mask for {', '.join(missing)}")
 
     classifier.eval()
-    cams = [cam_and_reliable(classifier, s, scales=cam_scales, mining=mining, pool=pool, device=device)
-            for s in samples]
+    cams = [(cam, reliable) for _, cam, reliable in
+            cams_and_reliable(classifier, samples, scales=cam_scales, mining=mining, pool=pool, device=device)]
     columns = [[s["image"] for s in samples], [cam_heatmap(cam[0].numpy()) for cam, _ in cams],
                [colorize(reliable) for _, reliable in cams]]
     titles = ["image", "CAM", "reliable regions"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +122,23 @@ def test_submit_runs_functions_inline_and_in_workers() -> None:
         assert [h.get() for h in handles] == [3.0**k for k in range(5)]
     with pytest.raises(RuntimeError, match="closed"):
         pool.submit(_power, 1.0, 1)
+
+
+def test_workers_start_without_the_main_script(tmp_path: Path) -> None:
+    """A stage script imports torch at the top; its CRF workers must not (spawn would re-run the script)."""
+    script = tmp_path / "stage.py"
+    script.write_text(
+        "import sys\nimport torch  # noqa: F401\nfrom rrm.crf import CRFPool\nimport crf_probe\n\n"
+        "def in_main():\n    return 1\n\n"
+        "if __name__ == '__main__':\n"
+        "    with CRFPool(2) as pool:\n"
+        "        print(sorted({m for h in [pool.submit(crf_probe.heavy) for _ in range(4)] for m in h.get()}))\n"
+        "        try:\n            pool.submit(in_main)\n        except ValueError as error:\n"
+        "            print('refused:', error)\n")
+    (tmp_path / "crf_probe.py").write_text(
+        "import sys\n\ndef heavy():\n    return [m for m in ('torch', 'torchvision') if m in sys.modules]\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "[]"  # no worker imported torch
+    assert lines[1].startswith("refused: CRFPool.submit: in_main is defined in the main script")
