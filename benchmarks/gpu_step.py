@@ -39,7 +39,7 @@ from mining import VOC_SAMPLE, crop_batch, fake_cams  # benchmarks/mining.py (th
 
 from rrm.cam import multiscale_cam
 from rrm.crf import CRFPool
-from rrm.data.transforms import normalize_raw
+from rrm.data.normalize import normalize_raw
 from rrm.energy_loss import dense_energy_loss
 from rrm.io import write_json
 from rrm.losses import classification_loss, split_cross_entropy

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from rrm.cam import multiscale_cam
 from rrm.crf import CRFPool
-from rrm.data.transforms import normalize
+from rrm.data.normalize import normalize
 from rrm.energy_loss import dense_energy_loss
 from rrm.io import write_json
 from rrm.losses import classification_loss, split_cross_entropy

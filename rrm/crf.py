@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import pydensecrf.densecrf as dcrf
@@ -136,6 +136,12 @@ def _main_script_hidden() -> Iterator[None]:
         yield
     finally:
         sys.modules["__main__"] = main
+
+
+class Handle(Protocol):
+    """What the pool's submit / map_async return: .get() waits for the result."""
+
+    def get(self, timeout: float | None = None) -> Any: ...
 
 
 class _Ready(Generic[T]):

@@ -19,22 +19,23 @@ from tqdm import tqdm
 
 from rrm.cam import cam_label_map, multiscale_cam
 from rrm.classes import CLASSES
-from rrm.crf import CRFParams, CRFPool
-from rrm.data.transforms import normalize
+from rrm.crf import CRFParams, CRFPool, Handle
+from rrm.data.normalize import normalize
 from rrm.figures import cam_heatmap, colorize, per_class_bars, save_grid
-from rrm.inference import predict_probs
+from rrm.inference import predict_probs_batch
 from rrm.io import save_mask, write_json, write_text
 from rrm.metrics import ConfusionMatrix
-from rrm.reliable import MiningParams, mine_batch_async
+from rrm.reliable import MiningHandle, MiningParams, mine_batch_async
 
 
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
+def _chunks(samples: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    """Consecutive samples, at most `size` at a time, whose images share one size (one batched forward)."""
+    chunk: list[dict] = []
+    for sample in samples:
+        if chunk and (len(chunk) == size or sample["image"].shape != chunk[0]["image"].shape):
             yield chunk
             chunk = []
+        chunk.append(sample)
     if chunk:
         yield chunk
 
@@ -47,23 +48,24 @@ def predictions(model: nn.Module, dataset: Sequence[dict], *, scales: Sequence[f
     The CRFs of a chunk run in the pool while the network predicts the next chunk, so neither the
     workers nor this process wait for the other."""
     model.eval()
-
-    def finish(samples, probs, crfs):  # noqa: ANN001, ANN202
-        posts = crfs.get() if crfs is not None else [None] * len(samples)
-        for sample, prob, post in zip(samples, probs, posts, strict=True):
-            yield sample, prob.argmax(0).numpy().astype(np.uint8), None if post is None else post.argmax(0).astype(np.uint8)
-
     previous = None
     for samples in _chunks(tqdm(dataset, desc=desc, unit="img"), chunk):
-        probs = [predict_probs(model, s["image"], scales=scales, flip=flip, device=device, name=s["name"])
-                 for s in samples]
+        probs = predict_probs_batch(model, [s["image"] for s in samples], scales=scales, flip=flip, device=device,
+                                    names=[s["name"] for s in samples])
         crfs = (pool.map_async([s["image"] for s in samples], [p.numpy().astype(np.float32) for p in probs], crf)
                 if crf is not None else None)
         if previous is not None:
-            yield from finish(*previous)
+            yield from _with_labels(*previous)
         previous = (samples, probs, crfs)
     if previous is not None:
-        yield from finish(*previous)
+        yield from _with_labels(*previous)
+
+
+def _with_labels(samples: list[dict], probs: list[torch.Tensor], crfs: Handle | None
+                 ) -> Iterator[tuple[dict, np.ndarray, np.ndarray | None]]:
+    posts = crfs.get() if crfs is not None else [None] * len(samples)
+    for sample, prob, post in zip(samples, probs, posts, strict=True):
+        yield sample, prob.argmax(0).numpy().astype(np.uint8), None if post is None else post.argmax(0).astype(np.uint8)
 
 
 def metrics_report(cm: ConfusionMatrix, cm_crf: ConfusionMatrix | None = None, **extra: object) -> dict:
@@ -114,21 +116,29 @@ def evaluate_segmentation(model: nn.Module, dataset: Sequence[dict], out_dir: st
 
 @torch.no_grad()
 def cams_and_reliable(model: nn.Module, samples: Iterable[dict], *, scales: Sequence[float], mining: MiningParams,
-                      pool: CRFPool, device: torch.device | str) -> Iterator[tuple[dict, torch.Tensor, np.ndarray]]:
+                      pool: CRFPool, device: torch.device | str,
+                      chunk: int = 8) -> Iterator[tuple[dict, torch.Tensor, np.ndarray]]:
     """Per sample: the normalised multi-scale CAM, (1, 20, H, W) on the CPU (eq. 1-3), and the reliable regions
-    mined from it, (H, W) uint8 in {0..20, 255}. The model is expected in eval mode. An image's CRFs run in
-    the pool while the network computes the next image's CAM."""
+    mined from it, (H, W) uint8 in {0..20, 255}. The model is expected in eval mode. Same-size images share
+    one forward per scale; a chunk's CRFs run in the pool while the network computes the next chunk's CAMs."""
     previous = None
-    for sample in samples:
-        image = normalize(sample["image"]).unsqueeze(0).to(device)
-        labels = torch.from_numpy(sample["labels"]).unsqueeze(0)
-        cam = multiscale_cam(model, image, labels.to(device), scales=scales).cpu()
-        mined = mine_batch_async(sample["image"][None], cam, labels, mining, pool)
+    for group in _chunks(samples, chunk):
+        images = np.stack([s["image"] for s in group])
+        labels = torch.from_numpy(np.stack([s["labels"] for s in group]))
+        x = torch.stack([normalize(image) for image in images]).to(device)
+        cams = multiscale_cam(model, x, labels.to(device), scales=scales).cpu()
+        mined = mine_batch_async(images, cams, labels, mining, pool)
         if previous is not None:
-            yield previous[0], previous[1], previous[2].get()[0]
-        previous = (sample, cam, mined)
+            yield from _with_reliable(*previous)
+        previous = (group, cams, mined)
     if previous is not None:
-        yield previous[0], previous[1], previous[2].get()[0]
+        yield from _with_reliable(*previous)
+
+
+def _with_reliable(group: list[dict], cams: torch.Tensor, mined: MiningHandle
+                   ) -> Iterator[tuple[dict, torch.Tensor, np.ndarray]]:
+    for sample, cam, reliable in zip(group, cams, mined.get(), strict=True):
+        yield sample, cam[None], reliable
 
 
 @torch.no_grad()

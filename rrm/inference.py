@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rrm.data.transforms import normalize
+from rrm.data.normalize import normalize
 
 MIN_SIDE = 8  # below one output-stride-8 cell the networks have nothing to predict from
 
@@ -27,10 +27,27 @@ def predict_probs(model: nn.Module, image: np.ndarray, *, scales: Sequence[float
 
     With scales == [1] and flip off this is exactly single-scale inference.
     """
-    height, width = image.shape[:2]
+    return predict_probs_batch(model, [image], scales=scales, flip=flip, device=device, names=[name])[0]
+
+
+@torch.no_grad()
+def predict_probs_batch(model: nn.Module, images: Sequence[np.ndarray], *, scales: Sequence[float] = (1.0,),
+                        flip: bool = False, device: torch.device | str = "cpu",
+                        names: Sequence[str] | None = None) -> list[torch.Tensor]:
+    """predict_probs of several images of one size in one forward per scale (a CPU runs a batch of 8
+    small images ~2x faster than 8 single ones); images of different sizes go one by one."""
+    names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+    shapes = {image.shape[:2] for image in images}
+    if len(shapes) > 1:
+        return [probs for image, name in zip(images, names, strict=True)
+                for probs in predict_probs_batch(model, [image], scales=scales, flip=flip, device=device,
+                                                 names=[name])]
+    if not images:
+        return []
+    height, width = shapes.pop()
     if min(height, width) < MIN_SIDE:
-        raise ValueError(f"{name}: image is {width}x{height}; both sides must be at least {MIN_SIDE} px")
-    x = normalize(image).unsqueeze(0).to(device)
+        raise ValueError(f"{names[0]}: image is {width}x{height}; both sides must be at least {MIN_SIDE} px")
+    x = torch.stack([normalize(image) for image in images]).to(device)
     total = None
     for scale in scales:
         size = (max(round(height * scale), MIN_SIDE), max(round(width * scale), MIN_SIDE))
@@ -39,6 +56,6 @@ def predict_probs(model: nn.Module, image: np.ndarray, *, scales: Sequence[float
         logits = F.interpolate(segmentation_logits(model, batch), (height, width), mode="bilinear",
                                align_corners=False)
         probs = logits.softmax(dim=1)
-        probs = (probs[0] + probs[1].flip(-1)) / 2 if flip else probs[0]
+        probs = (probs[: len(x)] + probs[len(x):].flip(-1)) / 2 if flip else probs
         total = probs if total is None else total + probs
-    return (total / len(scales)).cpu()
+    return list((total / len(scales)).cpu())

@@ -4,6 +4,7 @@ read in exactly one place."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -12,10 +13,13 @@ from rrm.config import lookup, resolve_device
 from rrm.crf import CRFParams
 from rrm.data.voc import VOCSegmentation
 from rrm.io import load_torch
-from rrm.models.deeplab import build_deeplab
 from rrm.models.rrm_net import build_rrm
 from rrm.reliable import MiningParams
-from rrm.train import TrainSettings
+
+# rrm.train and rrm.models.deeplab import torchvision (augmentation, ResNet blocks), whose import pulls in
+# torch._dynamo (~3 s): they are imported where used, so the evaluation stages start without them.
+if TYPE_CHECKING:
+    from rrm.train import TrainSettings
 
 TRAIN_KEYS = ("freeze_bn", "dropout", "optimizer", "steps", "batch_size", "crop_size", "scale_range", "lr",
               "weight_decay", "momentum", "poly_power", "checkpoint_every")
@@ -46,6 +50,8 @@ def dataset(params: dict, split_key: str, *, weak: bool = False, mask_dir: str |
 
 def train_settings(params: dict, stage: str, *, mode: str, out_model: str, init: str | None = None,
                    arch: str = "resnet38", mask_dir: str | None = None, split: str | None = None) -> TrainSettings:
+    from rrm.train import TrainSettings
+
     section = params[stage]
     extra = {}
     if mode == "onestep":
@@ -72,6 +78,8 @@ def load_model(path: str | Path, map_device: torch.device | str = "cpu") -> nn.M
     if meta["arch"] == "resnet38":
         model = build_rrm(width=meta["width"])
     else:
+        from rrm.models.deeplab import build_deeplab
+
         model = build_deeplab(arch=meta["arch"], width=meta["width"], batch_norm=meta.get("batch_norm", False))
     model.load_state_dict(state["model"])
     return model.to(map_device).eval()

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rrm.classes import IGNORE_INDEX
-from rrm.crf import CRFParams, CRFPool, dense_crf, dense_crfs
+from rrm.crf import CRFParams, CRFPool, Handle, dense_crf, dense_crfs
 
 if TYPE_CHECKING:  # torch stays out of the CRF workers, which import this module to mine an image
     from torch import Tensor
@@ -28,10 +28,6 @@ RULES = ("paper", "code")
 CRF_BACKENDS = ("pydensecrf", "torch")
 CRFJob = tuple[np.ndarray, np.ndarray, CRFParams]
 Prepared = tuple[np.ndarray, np.ndarray, np.ndarray]  # image, present-class CAMs, class ids
-
-
-class _Handle(Protocol):
-    def get(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -274,7 +270,7 @@ class MiningHandle:
 
     def __init__(
         self,
-        pending: list[tuple[int, _Handle, Prepared | None]],
+        pending: list[tuple[int, Handle, Prepared | None]],
         shape: tuple[int, int, int],
         params: MiningParams,
         roi: np.ndarray | None,
@@ -334,7 +330,7 @@ def mine_batch_async(
     # Costliest images first (cost ~ labels x pixels): the pool's queue then ends on short tasks.
     order = sorted(range(num), key=lambda n: -prepared[n][1].size)
     whole = _whole_image_tasks(num, pool.workers, 1 if params.rule == "paper" else 2)
-    pending: list[tuple[int, _Handle, Prepared | None]] = []
+    pending: list[tuple[int, Handle, Prepared | None]] = []
     for rank, n in enumerate(order):
         if rank < whole:
             pending.append((n, pool.submit(_mine_prepared, *prepared[n], params), None))

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 from rrm.crf import CRFParams, CRFPool, dense_crf
 from rrm.evaluate import cams_and_reliable, predictions
-from rrm.inference import predict_probs
+from rrm.inference import predict_probs, predict_probs_batch
 from rrm.models.rrm_net import build_rrm
 from rrm.reliable import MiningParams, mine_batch
 
 
-def _samples(n: int) -> list[dict]:
-    """Images with a bright square on noise (sizes differ, as in VOC); labels name one or two classes."""
+def _samples(n: int, same_size: int = 0) -> list[dict]:
+    """Images with a bright square on noise, the first `same_size` of one size (they share a forward), the
+    others of sizes that differ, as in VOC; labels name one or two classes."""
     rng = np.random.default_rng(0)
     samples = []
     for i in range(n):
-        h, w = 40 + 4 * i, 48 - 2 * i
+        h, w = (40, 48) if i < same_size else (40 + 4 * i, 48 - 2 * i)
         image = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
         image[8:24, 10:30] = (200, 40 + 30 * i, 60)
         labels = np.zeros(20, np.float32)
@@ -34,21 +38,31 @@ def model() -> torch.nn.Module:
 
 
 def test_predictions_overlapped_with_pool_equal_inline_and_keep_order(model: torch.nn.Module) -> None:
-    samples, crf = _samples(5), CRFParams(iterations=3)
+    samples, crf = _samples(6, same_size=3), CRFParams(iterations=3)
     inline = list(predictions(model, samples, scales=[1.0], flip=False, crf=crf, pool=CRFPool(0),
                               device=torch.device("cpu"), desc="inline", chunk=2))
-    with CRFPool(2) as pool:  # chunks of 2 over 5 images: the last chunk is partial
+    with CRFPool(2) as pool:  # chunks: 2 + 1 of the same size, then one per size
         pooled = list(predictions(model, samples, scales=[1.0], flip=False, crf=crf, pool=pool,
                                   device=torch.device("cpu"), desc="pooled", chunk=2))
     assert [s["name"] for s, _, _ in pooled] == [s["name"] for s in samples]
     for (_, pred_a, ref_a), (_, pred_b, ref_b) in zip(inline, pooled, strict=True):
         np.testing.assert_array_equal(pred_a, pred_b)
         np.testing.assert_array_equal(ref_a, ref_b)
-    # each refined label is its own image's CRF of its own softmax
-    last = samples[-1]
-    probs = predict_probs(model, last["image"]).numpy()
-    np.testing.assert_array_equal(pooled[-1][1], probs.argmax(0))
-    np.testing.assert_array_equal(pooled[-1][2], dense_crf(last["image"], probs, crf).argmax(0))
+    # each label is its own image's softmax (batched or not) and its CRF
+    for n in (1, 5):  # in a batched chunk; alone
+        probs = predict_probs(model, samples[n]["image"]).numpy()
+        np.testing.assert_array_equal(pooled[n][1], probs.argmax(0))
+        np.testing.assert_array_equal(pooled[n][2], dense_crf(samples[n]["image"], probs, crf).argmax(0))
+
+
+def test_batched_probs_equal_one_image_at_a_time(model: torch.nn.Module) -> None:
+    images = [s["image"] for s in _samples(4, same_size=3)]
+    batched = predict_probs_batch(model, images, scales=[1.0, 0.75], flip=True)
+    for image, probs in zip(images, batched, strict=True):
+        torch.testing.assert_close(probs, predict_probs(model, image, scales=[1.0, 0.75], flip=True),
+                                   atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="tiny: image is 5x40"):
+        predict_probs_batch(model, [images[0], np.zeros((40, 5, 3), np.uint8)], names=["ok", "tiny"])
 
 
 def test_predictions_without_crf_yield_no_refinement(model: torch.nn.Module) -> None:
@@ -58,13 +72,22 @@ def test_predictions_without_crf_yield_no_refinement(model: torch.nn.Module) -> 
 
 
 def test_cams_and_reliable_overlapped_equal_one_image_at_a_time(model: torch.nn.Module) -> None:
-    samples, mining = _samples(3), MiningParams(rule="code")
+    samples, mining = _samples(5, same_size=3), MiningParams(rule="code")
     with CRFPool(2) as pool:
         pooled = list(cams_and_reliable(model, samples, scales=[1.0, 0.5], mining=mining, pool=pool,
-                                        device="cpu"))
+                                        device="cpu", chunk=2))
     assert [s["name"] for s, _, _ in pooled] == [s["name"] for s in samples]
     for sample, cam, reliable in pooled:
         assert cam.shape == (1, 20, *sample["image"].shape[:2])
         want = mine_batch(sample["image"][None], cam, torch.from_numpy(sample["labels"])[None], mining, CRFPool(0))
         np.testing.assert_array_equal(reliable, want[0])
         assert set(np.unique(reliable)) <= {0, 255, *(np.flatnonzero(sample["labels"]) + 1)}
+
+
+def test_evaluation_modules_import_without_torchvision() -> None:
+    """torchvision's import pulls in torch._dynamo (~3 s): the evaluation stages must not pay it."""
+    code = ("import sys, rrm.pipeline, rrm.evaluate, rrm.crf, rrm.config; "
+            "print([m for m in ('torchvision', 'dvclive') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

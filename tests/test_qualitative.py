@@ -8,7 +8,7 @@ from PIL import Image
 from rrm.cam import multiscale_cam
 from rrm.classes import PALETTE
 from rrm.crf import CRFParams, CRFPool
-from rrm.data.transforms import normalize
+from rrm.data.normalize import normalize
 from rrm.data.voc import VOCSegmentation
 from rrm.figures import GRID_HEADER, cam_heatmap, colorize
 from rrm.inference import predict_probs
@@ -60,7 +60,9 @@ def test_grid_layout_and_columns(setup, tmp_path):
         assert np.array_equal(_tile(grid, row, 4), colorize(deeplab))
         cam = multiscale_cam(models["classifier"], normalize(sample["image"])[None],
                              torch.from_numpy(sample["labels"])[None], scales=[0.5, 1.0])
-        assert np.array_equal(_tile(grid, row, 1), cam_heatmap(cam[0].numpy()))
+        # the grid's CAMs come from one batched forward: float rounding may move a colour by a level
+        heat = _tile(grid, row, 1).astype(int) - cam_heatmap(cam[0].numpy()).astype(int)
+        assert np.abs(heat).max() <= 2, np.abs(heat).max()
         # reliable regions only label background and the image's own classes; the rest is void
         allowed = PALETTE[[0, *(np.flatnonzero(sample["labels"]) + 1), 255]]
         colours = np.unique(_tile(grid, row, 2).reshape(-1, 3), axis=0)

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as nnf
 
-from rrm.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TrainBatchCollate, normalize, to_batch
+from rrm.data.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize, to_batch
+from rrm.data.transforms import TrainBatchCollate
 from rrm.data.voc import image_labels
 
 # Class -> colour; every channel >= 40 so that only padding has raw value 0.

@@ -1,4 +1,4 @@
-"""Training augmentation and normalisation (torchvision.transforms.v2, masks as tv_tensors.Mask).
+"""Training augmentation (torchvision.transforms.v2, masks as tv_tensors.Mask); normalisation: rrm.data.normalize.
 
 The authors' training loop draws ONE random scale per batch (0.7..1.3), then flips and crops each
 image to 321x321, padding small images and remembering the padding as a region-of-interest (ROI)
@@ -12,37 +12,11 @@ import torch
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
 
 from rrm.classes import IGNORE_INDEX
+from rrm.data.normalize import as_chw, normalize_raw
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 _PAD = 255  # every Mask is padded with 255; the ROI is carried as a Mask of zeros, so ROI = (value != 255)
-
-
-def _as_chw(image: np.ndarray | Tensor) -> Tensor:
-    """(H, W, 3) array or tensor, 0..255 -> (3, H, W) tensor (dtype kept)."""
-    tensor = torch.as_tensor(np.asarray(image)) if isinstance(image, np.ndarray) else image
-    if tensor.ndim != 3 or tensor.shape[-1] != 3:
-        raise ValueError(f"image: expected (H, W, 3) RGB, got shape {tuple(tensor.shape)}")
-    return tensor.permute(2, 0, 1)
-
-
-def normalize_raw(raw: Tensor) -> Tensor:
-    """(..., 3, H, W) float 0..255 -> ImageNet-normalised float32, (x / 255 - mean) / std."""
-    return F.normalize(raw.float() / 255.0, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
-
-
-def normalize(image: np.ndarray | Tensor) -> Tensor:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 ImageNet-normalised."""
-    return normalize_raw(_as_chw(image))
-
-
-def to_batch(image: np.ndarray) -> tuple[Tensor, Tensor]:
-    """One (H, W, 3) uint8 image -> ((1, 3, H, W) normalised, (1, 3, H, W) float32 raw 0..255)."""
-    raw = _as_chw(image).float().unsqueeze(0)
-    return normalize_raw(raw), raw
 
 
 class TrainBatchCollate:
@@ -82,7 +56,7 @@ class TrainBatchCollate:
         scale = low + (high - low) * torch.rand(()).item()  # one draw for the whole batch
         images, masks, rois = [], [], []
         for sample in samples:
-            image = tv_tensors.Image(_as_chw(sample["image"]).to(torch.uint8))
+            image = tv_tensors.Image(as_chw(sample["image"]).to(torch.uint8))
             height, width = image.shape[-2:]
             mask = sample.get("mask")
             mask = (
