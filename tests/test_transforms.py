@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as nnf
 
-from rrm.data.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize, to_batch
+from rrm.data.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize, normalize_raw, to_batch
 from rrm.data.transforms import TrainBatchCollate
 from rrm.data.voc import image_labels
 
@@ -160,3 +160,12 @@ def test_missing_mask_becomes_void_and_bad_arguments() -> None:
         TrainBatchCollate(crop_size=32, scale_range=(1.3, 0.7))
     with pytest.raises(ValueError, match=r"image: expected \(H, W, 3\)"):
         normalize(np.zeros((4, 4), np.uint8))
+
+
+def test_plain_torch_normalisation_is_bit_identical_to_torchvision() -> None:
+    """rrm.data.normalize avoids importing torchvision; it must compute exactly what torchvision's does."""
+    from torchvision.transforms.v2 import functional as F
+
+    raw = torch.randint(0, 256, (2, 3, 17, 23)).float()
+    expected = F.normalize(raw / 255.0, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
+    assert torch.equal(normalize_raw(raw), expected)
