@@ -39,9 +39,8 @@ def predict_probs_batch(model: nn.Module, images: Sequence[np.ndarray], *, scale
     names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
     shapes = {image.shape[:2] for image in images}
     if len(shapes) > 1:
-        return [probs for image, name in zip(images, names, strict=True)
-                for probs in predict_probs_batch(model, [image], scales=scales, flip=flip, device=device,
-                                                 names=[name])]
+        return [predict_probs(model, image, scales=scales, flip=flip, device=device, name=name)
+                for image, name in zip(images, names, strict=True)]
     if not images:
         return []
     height, width = shapes.pop()
