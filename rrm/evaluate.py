@@ -8,7 +8,7 @@ predictions as VOC palette PNGs for the two-step DeepLab.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,17 +48,29 @@ def predictions(model: nn.Module, dataset: Sequence[dict], *, scales: Sequence[f
     The CRFs of a chunk run in the pool while the network predicts the next chunk, so neither the
     workers nor this process wait for the other."""
     model.eval()
-    previous = None
-    for samples in _chunks(tqdm(dataset, desc=desc, unit="img"), chunk):
+
+    def start(samples: list[dict]) -> tuple[list[dict], list[torch.Tensor], Handle | None]:
         probs = predict_probs_batch(model, [s["image"] for s in samples], scales=scales, flip=flip, device=device,
                                     names=[s["name"] for s in samples])
         crfs = (pool.map_async([s["image"] for s in samples], [p.numpy().astype(np.float32) for p in probs], crf)
                 if crf is not None else None)
+        return samples, probs, crfs
+
+    return _overlapped(_chunks(tqdm(dataset, desc=desc, unit="img"), chunk), start, _with_labels)
+
+
+def _overlapped(chunks: Iterable[list[dict]], start: Callable[[list[dict]], tuple],
+                finish: Callable[..., Iterator]) -> Iterator:
+    """Yield from finish(*start(chunk)) for every chunk in order, starting the next chunk (this process's
+    network work) before finishing the current one (waiting for the pool): the two overlap."""
+    previous = None
+    for chunk in chunks:
+        started = start(chunk)
         if previous is not None:
-            yield from _with_labels(*previous)
-        previous = (samples, probs, crfs)
+            yield from finish(*previous)
+        previous = started
     if previous is not None:
-        yield from _with_labels(*previous)
+        yield from finish(*previous)
 
 
 def _with_labels(samples: list[dict], probs: list[torch.Tensor], crfs: Handle | None
@@ -114,25 +126,21 @@ def evaluate_segmentation(model: nn.Module, dataset: Sequence[dict], out_dir: st
     return report
 
 
-@torch.no_grad()
 def cams_and_reliable(model: nn.Module, samples: Iterable[dict], *, scales: Sequence[float], mining: MiningParams,
                       pool: CRFPool, device: torch.device | str,
                       chunk: int = 8) -> Iterator[tuple[dict, torch.Tensor, np.ndarray]]:
     """Per sample: the normalised multi-scale CAM, (1, 20, H, W) on the CPU (eq. 1-3), and the reliable regions
     mined from it, (H, W) uint8 in {0..20, 255}. The model is expected in eval mode. Same-size images share
     one forward per scale; a chunk's CRFs run in the pool while the network computes the next chunk's CAMs."""
-    previous = None
-    for group in _chunks(samples, chunk):
+    @torch.no_grad()  # runs lazily, as the returned iterator is consumed
+    def start(group: list[dict]) -> tuple[list[dict], torch.Tensor, MiningHandle]:
         images = np.stack([s["image"] for s in group])
         labels = torch.from_numpy(np.stack([s["labels"] for s in group]))
         x = torch.stack([normalize(image) for image in images]).to(device)
         cams = multiscale_cam(model, x, labels.to(device), scales=scales).cpu()
-        mined = mine_batch_async(images, cams, labels, mining, pool)
-        if previous is not None:
-            yield from _with_reliable(*previous)
-        previous = (group, cams, mined)
-    if previous is not None:
-        yield from _with_reliable(*previous)
+        return group, cams, mine_batch_async(images, cams, labels, mining, pool)
+
+    return _overlapped(_chunks(samples, chunk), start, _with_reliable)
 
 
 def _with_reliable(group: list[dict], cams: torch.Tensor, mined: MiningHandle
