@@ -39,7 +39,7 @@ _TRAIN_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("checkpoint_every", _pos_int, "a positive integer"),
 ]
 
-_MAY_SKIP = {("train_cls", "steps"), ("pretrain_deeplab", "steps")}  # stages whose steps may be 0
+_MAY_SKIP = {("train_cls", "steps")}  # stages whose steps may be 0
 CHECKS: list[Check] = [
     ("seed", lambda x: isinstance(x, int) and not isinstance(x, bool), "an integer"),
     ("device", lambda x: x in ("cpu", "cuda", "auto"), "one of cpu, cuda, auto"),
@@ -66,12 +66,10 @@ CHECKS: list[Check] = [
      "a non-empty list of positive scales"),
     ("evaluate_cam.bg_threshold", lambda x: _num(x) and 0 <= x <= 1, "a number in [0, 1]"),
 ] + [(f"{stage}.{key}", check, what)
-      for stage in ("train_cls", "train_onestep", "train_full", "pretrain_deeplab", "train_deeplab")
+      for stage in ("train_cls", "train_onestep", "train_full", "train_deeplab")
       for key, check, what in _TRAIN_CHECKS if (stage, key) not in _MAY_SKIP] + [
     ("train_cls.steps", lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0,
-     "an integer >= 0 (0: model.init already is a VOC classifier and becomes models/cls.pt untrained)"),
-    ("pretrain_deeplab.steps", lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0,
-     "an integer >= 0 (0: deeplab.init, e.g. ImageNet weights, is used as it is)")]
+     "an integer >= 0 (0: model.init already is a VOC classifier and becomes models/cls.pt untrained)")]
 
 _MISSING = object()  # lookup() without a default raises
 _ABSENT = object()

@@ -1,4 +1,8 @@
-"""Stage train_deeplab: two-step RRM, DeepLab trained on the one-step network's pseudo masks."""
+"""Stage train_deeplab: two-step RRM, DeepLab trained on the one-step network's pseudo masks.
+
+DeepLab starts from deeplab.init (a torchvision ImageNet file, as published) or, where there is none
+(the embedded data), from random weights.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ def main() -> None:
     params = load_params()
     deeplab = params["deeplab"]
     settings = train_settings(params, "train_deeplab", mode="supervised", out_model="models/deeplab.pt",
-                              arch=deeplab["arch"], init="models/deeplab_init.pt",
+                              arch=deeplab["arch"], init=deeplab["init"],
                               mask_dir=str(Path("data/pseudo").resolve()), split=params["export_pseudo"]["split"])
     if not launch(settings.nproc):  # nproc > 1: re-run this script under torchrun
         train(settings)

@@ -29,7 +29,6 @@ TINY = {
     "train_onestep": {"steps": 3, "batch_size": 2, "crop_size": 48, "checkpoint_every": 2},
     "train_full": {"steps": 2, "batch_size": 2, "crop_size": 48},
     "deeplab": {"width": 0.0625},
-    "pretrain_deeplab": {"steps": 2, "batch_size": 2, "crop_size": 48},
     "train_deeplab": {"steps": 2, "batch_size": 2, "crop_size": 48},
     "evaluate": {"figures": 2},
     "evaluate_deeplab": {"scales": [1.0], "flip": False},

@@ -40,7 +40,7 @@ COMMON = {
     "deeplab.arch": "resnet101_v2", "deeplab.width": 1.0, "deeplab.init": "weights/resnet101-63fe2227.pth",
     "train_deeplab.batch_size": 10, "train_deeplab.crop_size": 321, "train_deeplab.lr": 2.5e-4,
     "train_deeplab.optimizer": "sgd", "train_deeplab.momentum": 0.9, "train_deeplab.weight_decay": 5e-4,
-    "train_deeplab.steps": 20000, "evaluate_deeplab.crf.bi_sxy": 67.0,
+    "train_deeplab.steps": 20000, "train_deeplab.dropout": True, "evaluate_deeplab.crf.bi_sxy": 67.0,
 }
 FIDELITY = {
     "voc-code": {"train_onestep.lr": 7e-4, "train_onestep.weight_decay": 1e-5, "mining.rule": "code",

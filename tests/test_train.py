@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from rrm.io import load_torch
+from rrm.models.deeplab import build_deeplab
+from rrm.models.rrm_net import build_rrm
 from rrm.reliable import MiningParams
-from rrm.train import StepBatchSampler, TrainSettings, train
+from rrm.train import StepBatchSampler, TrainSettings, make_optimizer, train
 
 
 def _settings(root: Path, out: Path, **overrides) -> TrainSettings:
@@ -103,21 +105,28 @@ def test_killed_run_resumes_to_identical_weights(tiny_dataset, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_deeplab_classification_pretraining_initialises_deeplab(tiny_dataset, tmp_path):
-    """pretrain_deeplab (mode cls on a DeepLab) trains the whole net; train_deeplab loads its checkpoint."""
-    deeplab = {"arch": "vgg16_largefov", "batch_norm": True, "width": 0.0625, "freeze_bn": False}
-    pre = _settings(tiny_dataset, tmp_path / "pre", mode="cls", steps=3, optimizer="adam", lr=1e-3, **deeplab)
-    train(pre)
-    trained = _weights(Path(pre.out_model))
-    assert load_torch(pre.out_model)["meta"] == {"mode": "cls", "width": 0.0625, "steps": 3,
-                                                      "arch": "vgg16_largefov", "batch_norm": True}
-    start = _settings(tiny_dataset, tmp_path / "fine", mode="supervised", steps=0, init=pre.out_model, **deeplab)
-    train(start)
-    loaded = _weights(Path(start.out_model))
-    assert set(loaded) == set(trained)
-    assert all(torch.equal(loaded[k], trained[k]) for k in trained)
-    with pytest.raises(ValueError, match="mode 'onestep'"):
-        _settings(tiny_dataset, tmp_path, mode="onestep", arch="vgg16_largefov")
+@pytest.mark.parametrize("mode", ["cls", "onestep"])
+def test_deeplab_trains_only_on_masks(tiny_dataset, tmp_path, mode):
+    """A DeepLab has no classification head or CAM: only mode 'supervised' (two-step) takes it."""
+    with pytest.raises(ValueError, match=f"mode '{mode}'"):
+        _settings(tiny_dataset, tmp_path, mode=mode, arch="vgg16_largefov")
+
+
+@pytest.mark.parametrize(("arch", "init", "new_mult"), [
+    ("resnet38", None, 1),  # train_cls from random weights: all layers alike
+    ("resnet38", "cls.pt", 10),  # one-step / full supervision fine-tune: x10 for the new layers
+    ("vgg16_largefov", None, 10),  # DeepLab from random weights keeps x10 for its classifier
+])
+def test_adam_learning_rate_multipliers(tmp_path, arch, init, new_mult):
+    s = _settings(tmp_path, tmp_path, mode="supervised" if arch != "resnet38" else "cls", arch=arch, init=init,
+                  optimizer="adam", lr=1e-3, steps=10)
+    model = build_rrm(width=0.0625) if arch == "resnet38" else build_deeplab(arch=arch, width=0.0625)
+    optimizer, _ = make_optimizer(model, s)
+    lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
+    assert {name: lr for name, lr in lrs.items() if name.startswith("new")} == pytest.approx(
+        {name: 1e-3 * new_mult for name in lrs if name.startswith("new")})
+    assert all(lr == pytest.approx(1e-3) for name, lr in lrs.items() if not name.startswith("new"))
+    assert any(name.startswith("new") for name in lrs)
 
 
 @pytest.mark.parametrize("pseudo", ["rrm", "cam"])

@@ -61,12 +61,13 @@ class DeepLabLargeFOV(FreezableBatchNorm):
     `batch_norm` puts BatchNorm after every conv as torchvision's `vgg16_bn` (same `features` indices, so its
     ImageNet file loads): without ImageNet weights the plain 16-layer VGG does not train from random
     weights in a short schedule (it predicts background everywhere), with BatchNorm it does.
+    `dropout` False drops the two Dropout(0.5) layers (no parameters: checkpoints load either way).
     """
 
     new_layers = ("fc8.",)
 
     def __init__(self, *, num_classes: int = 21, width: float = 1.0, batch_norm: bool = False,
-                 freeze_bn: bool = False) -> None:
+                 freeze_bn: bool = False, dropout: bool = True) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_ch, n_pool = 3, 0
@@ -89,9 +90,9 @@ class DeepLabLargeFOV(FreezableBatchNorm):
         self.features = nn.Sequential(*layers)  # indices match torchvision's vgg16().features
         fc_ch = scaled(1024, width)
         self.fc6 = DilatedConv2d(in_ch, fc_ch, 12)
-        self.drop6 = nn.Dropout(0.5)
+        self.drop6 = nn.Dropout(0.5) if dropout else nn.Identity()
         self.fc7 = nn.Conv2d(fc_ch, fc_ch, 1)
-        self.drop7 = nn.Dropout(0.5)
+        self.drop7 = nn.Dropout(0.5) if dropout else nn.Identity()
         self.fc8 = nn.Conv2d(fc_ch, num_classes, 1)
         for m in self.modules():  # torchvision's VGG init
             if isinstance(m, nn.Conv2d):
@@ -280,10 +281,12 @@ def build_deeplab(
     weights: str | os.PathLike | None = None,
     freeze_bn: bool = True,
     batch_norm: bool = False,
+    dropout: bool = True,
 ) -> nn.Module:
     """DeepLab-LargeFOV ("vgg16_largefov") or DeepLab-v2 ("resnet101_v2"), optionally ImageNet-initialised
     from a torchvision-format file. `batch_norm` selects VGG-16 with BatchNorm (torchvision's vgg16_bn);
-    `freeze_bn` keeps BatchNorm in eval mode and untrained."""
+    `freeze_bn` keeps BatchNorm in eval mode and untrained; `dropout` False removes LargeFOV's fc6/fc7
+    dropout (DeepLab-v2 has none)."""
     if arch not in BUILDERS:
         raise ValueError(f"arch must be one of {sorted(BUILDERS)}, got {arch!r}")
     if not width > 0:
@@ -291,7 +294,8 @@ def build_deeplab(
     if arch == "resnet101_v2":
         model: nn.Module = DeepLabV2(num_classes=num_classes, width=width, freeze_bn=freeze_bn)
     else:
-        model = DeepLabLargeFOV(num_classes=num_classes, width=width, batch_norm=batch_norm, freeze_bn=freeze_bn)
+        model = DeepLabLargeFOV(num_classes=num_classes, width=width, batch_norm=batch_norm, freeze_bn=freeze_bn,
+                                dropout=dropout)
     if weights is not None:
         load_imagenet_weights(model, weights, arch=arch)
     return model
