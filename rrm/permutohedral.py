@@ -66,6 +66,7 @@ def _elevation(d: int, device: torch.device) -> Tensor:
     elevate[torch.arange(1, d1), torch.arange(d)] = -torch.arange(1, d1) * s
     return (elevate / d1).to(device=device, dtype=torch.float32)
 
+
 def _descending_rank(residual: Tensor, dtype: torch.dtype) -> Tensor:
     """(d + 1, P) -> rank[i] = position of coordinate i in the descending order of its column, ties to
     the lower index first: the number of j > i with r_j > r_i plus the number of j < i with r_j >= r_i.
@@ -96,6 +97,7 @@ def _rank_broadcast(residual: Tensor, dtype: torch.dtype) -> Tensor:
     before = (residual[:, None] < residual[None, :]).logical_and_(upper)
     position = torch.arange(d1, dtype=dtype, device=residual.device)[:, None]
     return before.sum(1, dtype=dtype).sub_(before.sum(0, dtype=dtype)).add_(position)
+
 
 class PermutohedralLattice:
     """A lattice built for fixed features; ``filter`` applies the Gaussian to any (P, K) values.
