@@ -49,7 +49,7 @@ def test_supervised_loss_decreases(tiny_dataset, tmp_path):
 
     def recording(*args, **kwargs):
         losses = original(*args, **kwargs)
-        history.append(float(sum(losses.values())))
+        history.append(float(sum(losses.values()).detach()))
         return losses
 
     module.step_losses = recording
