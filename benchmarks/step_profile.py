@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from rrm.cam import multiscale_cam
 from rrm.crf import CRFPool
-from rrm.data.normalize import normalize
+from rrm.data.normalize import normalize_batch
 from rrm.energy_loss import dense_energy_loss
 from rrm.io import write_json
 from rrm.losses import classification_loss, split_cross_entropy
@@ -39,7 +39,7 @@ def fake_batch(batch: int, crop: int, seed: int = 0) -> tuple[torch.Tensor, torc
             cy, cx, r = rng.integers(crop // 4, 3 * crop // 4, 2).tolist() + [crop // 5]
             raw[i][(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(100, 255, 3)
             labels[i, c] = 1
-    images = torch.stack([normalize(image) for image in raw])
+    images = normalize_batch(raw)
     return images, torch.from_numpy(raw).permute(0, 3, 1, 2).float(), labels
 
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from rrm.cam import cam_label_map, multiscale_cam
 from rrm.classes import CLASSES
 from rrm.crf import CRFParams, CRFPool, Handle
-from rrm.data.normalize import normalize
+from rrm.data.normalize import normalize_batch
 from rrm.figures import cam_heatmap, colorize, per_class_bars, save_grid
 from rrm.inference import predict_probs_batch
 from rrm.io import save_mask, write_json, write_text
@@ -136,7 +136,7 @@ def cams_and_reliable(model: nn.Module, samples: Iterable[dict], *, scales: Sequ
     def start(group: list[dict]) -> tuple[list[dict], torch.Tensor, MiningHandle]:
         images = np.stack([s["image"] for s in group])
         labels = torch.from_numpy(np.stack([s["labels"] for s in group]))
-        x = torch.stack([normalize(image) for image in images]).to(device)
+        x = normalize_batch(images).to(device)
         cams = multiscale_cam(model, x, labels.to(device), scales=scales).cpu()
         return group, cams, mine_batch_async(images, cams, labels, mining, pool)
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rrm.data.normalize import normalize
+from rrm.data.normalize import normalize_batch
 
 MIN_SIDE = 8  # below one output-stride-8 cell the networks have nothing to predict from
 
@@ -46,7 +46,7 @@ def predict_probs_batch(model: nn.Module, images: Sequence[np.ndarray], *, scale
     height, width = shapes.pop()
     if min(height, width) < MIN_SIDE:
         raise ValueError(f"{names[0]}: image is {width}x{height}; both sides must be at least {MIN_SIDE} px")
-    x = torch.stack([normalize(image) for image in images]).to(device)
+    x = normalize_batch(images).to(device)
     total = None
     for scale in scales:
         size = (max(round(height * scale), MIN_SIDE), max(round(width * scale), MIN_SIDE))

@@ -252,10 +252,7 @@ class PermutohedralLattice:
         n1[:, 1:] = pos.add_(1).mul_(found)
         n2 = torch.zeros_like(n1).scatter_(1, n1, rows * (n1 > 0))
 
-        # The slice factor alpha is folded into the first blur step.
-        alpha = 1.0 / (1.0 + 2.0 ** (-d))
-        blur_weights = torch.tensor([[1.0, 0.5, 0.5]], dtype=self.dtype, device=device).repeat(d1, 1)
-        blur_weights[0] *= alpha
+        alpha = 1.0 / (1.0 + 2.0 ** (-d))  # the slice factor, folded into the filter's weights
         self.sparse = device.type == "cpu" if sparse is None else sparse
         if self.sparse and device.type != "cpu":
             raise ValueError(f"sparse=True: the CSR filter is for CPU tensors, features are on {device}")
@@ -286,6 +283,9 @@ class PermutohedralLattice:
             blur_cols[:, :, 0] = rows
             blur_cols[:, :, 1] = n1
             blur_cols[:, :, 2] = n2
+            # [centre, side, side] = [1, 1/2, 1/2]; the first direction also carries alpha.
+            blur_weights = torch.tensor([[alpha, alpha / 2, alpha / 2], [1.0, 0.5, 0.5]], dtype=self.dtype,
+                                        device=device)
             blur_values = [blur_weights[j].repeat(num_vertices + 1) for j in range(2)]
             self.blur_matrices = [
                 torch.sparse_csr_tensor(

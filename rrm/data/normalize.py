@@ -6,6 +6,8 @@ torchvision, whose import pulls in torch._dynamo: ~3 s per stage on the 2-core d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -32,6 +34,11 @@ def normalize_raw(raw: Tensor) -> Tensor:
 def normalize(image: np.ndarray | Tensor) -> Tensor:
     """(H, W, 3) uint8 RGB -> (3, H, W) float32 ImageNet-normalised."""
     return normalize_raw(as_chw(image))
+
+
+def normalize_batch(images: np.ndarray | Sequence[np.ndarray]) -> Tensor:
+    """N same-size (H, W, 3) uint8 RGB images -> (N, 3, H, W) float32 ImageNet-normalised."""
+    return torch.stack([normalize(image) for image in images])
 
 
 def to_batch(image: np.ndarray) -> tuple[Tensor, Tensor]:
