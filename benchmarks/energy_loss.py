@@ -37,10 +37,10 @@ from mining import NAMES, VOC_SAMPLE  # benchmarks/mining.py (this script's dire
 from PIL import Image
 from pydensecrf.utils import unary_from_softmax
 
-from rrm.crf_torch import dense_crf_torch
-from rrm.energy_loss import dense_energy_loss
 from rrm.io import load_image, load_mask, write_json
-from rrm.permutohedral import PermutohedralLattice, bilateral_features, exact_gaussian_filter
+from rrm.method.crf_torch import dense_crf_torch
+from rrm.method.energy_loss import dense_energy_loss
+from rrm.method.permutohedral import PermutohedralLattice, bilateral_features, exact_gaussian_filter
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "reports" / "bench" / "energy_loss.json"

@@ -7,7 +7,7 @@ a. Mining + energy loss on 4 real VOC crops: torch-backend mining (rule code, pa
    followed by the dense energy loss forward + backward (params.yaml's train_onestep.energy: sigma_xy
    100 at scale 0.5 = 50, sigma_rgb 15, K = 21), all on the device. Target <= 15 ms (H100).
 b. One ResNet-38 training step (forward, multi-scale CAM, mining, CE + energy, backward, SGD update):
-   ours = rrm.train.step_losses with crf_backend torch, amp bf16, channels_last; the authors' structure
+   ours = rrm.engine.train.step_losses with crf_backend torch, amp bf16, channels_last; the authors' structure
    = the same network in fp32, the CAM copied to the CPU, pydensecrf mining one image after another
    and the energy loss on the CPU, its gradient copied back to the GPU. Targets: ours <= 180 ms,
    >= 5x faster.
@@ -37,17 +37,17 @@ import torch.nn.functional as F
 import yaml
 from mining import VOC_SAMPLE, crop_batch, fake_cams  # benchmarks/mining.py (this script's directory)
 
-from rrm.cam import multiscale_cam
-from rrm.crf import CRFPool
 from rrm.data.normalize import normalize_raw
-from rrm.energy_loss import dense_energy_loss
+from rrm.engine.train import TrainSettings, step_losses
+from rrm.experiments.pipeline import mining_params
 from rrm.io import write_json
-from rrm.losses import classification_loss, split_cross_entropy
+from rrm.method.cam import multiscale_cam
+from rrm.method.crf import CRFPool
+from rrm.method.energy_loss import dense_energy_loss
+from rrm.method.losses import classification_loss, split_cross_entropy
+from rrm.method.reliable import MiningParams, mine_batch
+from rrm.method.reliable_torch import mine_batch_torch
 from rrm.models.rrm_net import build_rrm
-from rrm.pipeline import mining_params
-from rrm.reliable import MiningParams, mine_batch
-from rrm.reliable_torch import mine_batch_torch
-from rrm.train import TrainSettings, step_losses
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"mining_energy_ms": 15.0, "step_ms": 180.0, "step_speedup": 5.0, "energy_rel_diff": 1e-4,

@@ -29,13 +29,13 @@ import yaml
 from gpu_step import Inputs, energy_loss  # benchmarks/gpu_step.py (this script's directory)
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import rrm.crf_torch
-import rrm.energy_loss
-import rrm.permutohedral
+import rrm.method.crf_torch
+import rrm.method.energy_loss
+import rrm.method.permutohedral
+from rrm.experiments.pipeline import mining_params
 from rrm.io import write_json
-from rrm.permutohedral import PermutohedralLattice
-from rrm.pipeline import mining_params
-from rrm.reliable_torch import mine_batch_torch
+from rrm.method.permutohedral import PermutohedralLattice
+from rrm.method.reliable_torch import mine_batch_torch
 
 REPO = Path(__file__).resolve().parents[1]
 # Ops that return a host value (item(), int(), a data-dependent size): each is a device sync on CUDA.
@@ -66,25 +66,25 @@ def cuda_code_path() -> Iterator[None]:
     """Lattices built by the CRF and the energy loss use the gather filter and the broadcast rank, as
     they do on CUDA (the cumsum and searchsorted variants differ by 2 ops)."""
     original = PermutohedralLattice
-    rank = getattr(rrm.permutohedral, "_descending_rank", None)  # None: a commit before the CUDA rank
+    rank = getattr(rrm.method.permutohedral, "_descending_rank", None)  # None: a commit before the CUDA rank
 
     class Gather(original):  # type: ignore[misc, valid-type]
         def __init__(self, features: torch.Tensor, groups: torch.Tensor | None = None, *,
                      sparse: bool | None = None) -> None:
             super().__init__(features, groups, sparse=False)
 
-    modules = (rrm.crf_torch, rrm.energy_loss)
+    modules = (rrm.method.crf_torch, rrm.method.energy_loss)
     for module in modules:
         module.PermutohedralLattice = Gather  # type: ignore[attr-defined]
     if rank is not None:
-        rrm.permutohedral._descending_rank = rrm.permutohedral._rank_broadcast
+        rrm.method.permutohedral._descending_rank = rrm.method.permutohedral._rank_broadcast
     try:
         yield
     finally:
         for module in modules:
             module.PermutohedralLattice = original  # type: ignore[attr-defined]
         if rank is not None:
-            rrm.permutohedral._descending_rank = rank
+            rrm.method.permutohedral._descending_rank = rank
 
 
 def count(fn: Callable[[], object]) -> dict[str, object]:

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rrm.cam import normalize_cam
-from rrm.classes import IGNORE_INDEX
-from rrm.crf import CRFPool
+from rrm.data.classes import IGNORE_INDEX
+from rrm.engine.metrics import ConfusionMatrix
 from rrm.io import load_image, load_mask, write_json
-from rrm.metrics import ConfusionMatrix
-from rrm.reliable import MiningParams, mine_batch
+from rrm.method.cam import normalize_cam
+from rrm.method.crf import CRFPool
+from rrm.method.reliable import MiningParams, mine_batch
 
 REPO = Path(__file__).resolve().parents[1]
 # RRM_VOC_SAMPLE: where ../shared does not travel (the lent GPU machine gets a copy inside the repo)

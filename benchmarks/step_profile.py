@@ -19,14 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rrm.cam import multiscale_cam
-from rrm.crf import CRFPool
 from rrm.data.normalize import normalize_batch
-from rrm.energy_loss import dense_energy_loss
 from rrm.io import write_json
-from rrm.losses import classification_loss, split_cross_entropy
+from rrm.method.cam import multiscale_cam
+from rrm.method.crf import CRFPool
+from rrm.method.energy_loss import dense_energy_loss
+from rrm.method.losses import classification_loss, split_cross_entropy
+from rrm.method.reliable import MiningParams, mine_batch
 from rrm.models.rrm_net import build_rrm
-from rrm.reliable import MiningParams, mine_batch
 
 
 def fake_batch(batch: int, crop: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

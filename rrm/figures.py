@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rrm.classes import PALETTE
+from rrm.data.classes import PALETTE
 from rrm.io import atomic_path
 
 GRID_HEADER = 14  # px above a save_grid's first row, for the column titles

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rrm.classes import PALETTE
+from rrm.data.classes import PALETTE
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

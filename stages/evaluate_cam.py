@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from rrm.config import load_params
-from rrm.crf import CRFPool
-from rrm.evaluate import evaluate_cam
-from rrm.pipeline import dataset, device, load_model, mining_params
+from rrm.engine.evaluate import evaluate_cam
+from rrm.experiments.pipeline import dataset, device, load_model, mining_params
+from rrm.experiments.settings import load_params
+from rrm.method.crf import CRFPool
 
 
 def main() -> None:

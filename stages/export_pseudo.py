@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from rrm.config import load_params
-from rrm.crf import CRFPool
-from rrm.evaluate import export_pseudo
-from rrm.pipeline import crf_params, dataset, device, load_model
+from rrm.engine.evaluate import export_pseudo
+from rrm.experiments.pipeline import crf_params, dataset, device, load_model
+from rrm.experiments.settings import load_params
+from rrm.method.crf import CRFPool
 
 
 def main() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rrm.config import load_params
 from rrm.data.synthetic import dataset_stats, generate_dataset
+from rrm.experiments.settings import load_params
 from rrm.io import write_json
 
 OUT = Path("data/embedded")

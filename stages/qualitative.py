@@ -6,10 +6,10 @@ Columns: image, CAM and reliable regions (models/cls.pt, as evaluate_cam), one-s
 
 from __future__ import annotations
 
-from rrm.config import load_params
-from rrm.crf import CRFPool
-from rrm.pipeline import crf_params, dataset, device, load_model, mining_params
-from rrm.qualitative import Inference, first_ids, qualitative_grid
+from rrm.engine.qualitative import Inference, first_ids, qualitative_grid
+from rrm.experiments.pipeline import crf_params, dataset, device, load_model, mining_params
+from rrm.experiments.settings import load_params
+from rrm.method.crf import CRFPool
 
 OUT = "reports/figures/qualitative.png"
 

@@ -6,10 +6,10 @@ one-step RRM starts; its CAMs are also the CAM pseudo-label baseline (stage eval
 
 from __future__ import annotations
 
-from rrm.config import load_params
-from rrm.distributed import launch
-from rrm.pipeline import train_settings
-from rrm.train import train
+from rrm.engine.distributed import launch
+from rrm.engine.train import train
+from rrm.experiments.pipeline import train_settings
+from rrm.experiments.settings import load_params
 
 
 def main() -> None:

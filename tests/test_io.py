@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rrm.classes import PALETTE
+from rrm.data.classes import PALETTE
 from rrm.io import atomic_write, load_image, load_mask, load_torch, save_mask, save_torch, write_json
 
 

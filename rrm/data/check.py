@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from rrm.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
+from rrm.data.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from rrm.data.voc import LIST_DIR, check_mask_values, image_path, read_split, resolve_mask_dir
 from rrm.io import load_image, load_mask
 

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from rrm.classes import CLASSES, IGNORE_INDEX, PALETTE
+from rrm.data.classes import CLASSES, IGNORE_INDEX, PALETTE
 from rrm.io import atomic_write, load_mask, save_mask, write_text
 
 SPLITS: tuple[str, ...] = ("train", "train_aug", "val", "test")

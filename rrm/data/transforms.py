@@ -13,7 +13,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from rrm.classes import IGNORE_INDEX
+from rrm.data.classes import IGNORE_INDEX
 from rrm.data.normalize import as_chw, normalize_raw
 
 _PAD = 255  # every Mask is padded with 255; the ROI is carried as a Mask of zeros, so ROI = (value != 255)

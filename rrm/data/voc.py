@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rrm.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
+from rrm.data.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from rrm.io import load_image, load_mask
 
 NUM_FG = NUM_CLASSES - 1  # 20 foreground classes; labels vectors index class c at c - 1
@@ -143,7 +143,7 @@ def read_label_file(path: str | Path) -> dict[str, np.ndarray]:
       * ``.json``: an object ``{"2007_000032": [1, 15], "2007_000039": ["tvmonitor"], ...}``;
       * anything else, text: one image per line, ``<id> <class> <class> ...``; blank lines and lines
         starting with ``#`` are ignored.
-    A class is a VOC index 1..20 (1 aeroplane ... 20 tvmonitor) or its name from `rrm.classes.CLASSES`;
+    A class is a VOC index 1..20 (1 aeroplane ... 20 tvmonitor) or its name from `rrm.data.classes.CLASSES`;
     0 / "background" is accepted and ignored. An id with no class has no foreground label.
     """
     path = Path(path)

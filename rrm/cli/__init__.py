@@ -1,0 +1,121 @@
+"""`rrm` command line: the tools around the pipeline (the pipeline itself runs with `dvc repro`).
+
+Settings come from params.yaml (the --params option); options are for paths and overrides only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+Params = Annotated[Path, typer.Option("--params", help="params.yaml to read settings from")]
+Checkpoint = Annotated[Path, typer.Argument(help="a checkpoint written by the pipeline (models/*.pt)")]
+
+
+def _model_and_settings(params_path: Path, checkpoint: Path, crf: bool) -> tuple[dict, object, dict]:
+    """params.yaml, the checkpoint's network on the configured device, and its inference settings
+    (the `evaluate` section for ResNet-38 networks, `evaluate_deeplab` for DeepLab)."""
+    from rrm.experiments.pipeline import crf_params, device, load_model
+    from rrm.experiments.settings import load_params
+    from rrm.models.rrm_net import RRMNet
+
+    cfg = load_params(params_path)
+    model = load_model(checkpoint, device(cfg))
+    section = cfg["evaluate" if isinstance(model, RRMNet) else "evaluate_deeplab"]
+    settings = {"scales": section["scales"], "flip": section["flip"],
+                "crf": crf_params(section["crf"]) if crf else None, "device": device(cfg)}
+    return cfg, model, settings
+
+
+@app.command("generate-data")
+def generate_data(root: Annotated[Path, typer.Argument(help="output VOC-layout folder")],
+                  params: Params = Path("params.yaml")) -> None:
+    """Write the embedded dataset (prepare_data settings of params.yaml) to ROOT."""
+    from rrm.data.synthetic import generate_dataset
+    from rrm.experiments.settings import load_params
+
+    section = load_params(params)["prepare_data"]
+    stats = generate_dataset(root, seed=section["seed"], image_size=section["image_size"],
+                             n_train=section["n_train"], n_extra=section["n_extra"], n_val=section["n_val"],
+                             n_test=section["n_test"], max_objects=section["max_objects"])
+    typer.echo(f"wrote {root}: {stats.get('splits', stats)}")
+
+
+@app.command("check-data")
+def check_data(root: Annotated[Path, typer.Argument(help="VOC-layout root (e.g. VOCdevkit/VOC2012)")],
+               split: Annotated[list[str] | None, typer.Option(help="splits to check (default: all lists)")] = None
+               ) -> None:
+    """Validate a VOC-layout dataset end to end and print per-class image and pixel counts."""
+    from rrm.data.check import check_dataset, format_report
+
+    report = check_dataset(root, split or None)
+    typer.echo(format_report(report))
+    raise typer.Exit(code=1 if report.errors else 0)
+
+
+@app.command()
+def evaluate(checkpoint: Checkpoint,
+             out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/eval"),
+             split: Annotated[str, typer.Option(help="split of data.root to score")] = "val",
+             crf: Annotated[bool, typer.Option(help="also score dense-CRF post-processing")] = True,
+             params: Params = Path("params.yaml")) -> None:
+    """Score a checkpoint on a split of data.root (metrics.json, per_class.csv, pictures)."""
+    from rrm.engine.evaluate import evaluate_segmentation
+    from rrm.experiments.pipeline import dataset
+    from rrm.method.crf import CRFPool
+
+    cfg, model, settings = _model_and_settings(params, checkpoint, crf)
+    with CRFPool(cfg["mining"]["pool_processes"]) as pool:
+        report = evaluate_segmentation(model, dataset(cfg, split), out, pool=pool, **settings)
+    typer.echo(f"mIoU {report['miou']:.4f}" + (f", with CRF {report['miou_crf']:.4f}" if crf else ""))
+
+
+@app.command()
+def predict(checkpoint: Checkpoint,
+            inputs: Annotated[list[Path], typer.Argument(help="images, folders of images, or .txt lists")],
+            out: Annotated[Path, typer.Option(help="writes OUT/masks/*.png and OUT/overlays/*.jpg")] = Path(
+                "predictions"),
+            crf: Annotated[bool, typer.Option(help="refine with the dense CRF")] = False,
+            params: Params = Path("params.yaml")) -> None:
+    """Predict palette masks and overlays for images of any size (unreadable ones are skipped and counted)."""
+    from rrm.engine.predict import list_images, predict_images
+
+    _, model, settings = _model_and_settings(params, checkpoint, crf)
+    summary = predict_images(model, list_images(inputs), out, **settings)
+    typer.echo(f"wrote {len(summary.written)} masks and overlays to {out}; skipped {len(summary.skipped)}")
+    for path, reason in summary.skipped:
+        typer.echo(f"  skipped {path}: {reason}")
+
+
+@app.command("export-server")
+def export_server(checkpoint: Checkpoint,
+                  root: Annotated[Path, typer.Option(help="VOC root holding the split's JPEGImages")],
+                  split: Annotated[str, typer.Option(help="split to predict")] = "test",
+                  out: Annotated[Path, typer.Option(help="output folder")] = Path("server"),
+                  comp: Annotated[str, typer.Option(help="comp6 (extra data, e.g. SBD) or comp5")] = "comp6",
+                  crf: Annotated[bool, typer.Option(help="refine with the dense CRF")] = True,
+                  params: Params = Path("params.yaml")) -> None:
+    """Write predictions in the VOC devkit's results layout plus the archive the evaluation server takes."""
+    from rrm.engine.predict import export_voc_server
+
+    _, model, settings = _model_and_settings(params, checkpoint, crf)
+    archive = export_voc_server(model, root, split, out, comp=comp, **settings)
+    typer.echo(f"wrote {archive}")
+
+
+def _mount() -> None:
+    from rrm.experiments.profiles import app as profile_app
+    from rrm.experiments.tables import app as tables_app
+
+    app.add_typer(profile_app, name="profile", help="real-VOC profiles: list, show, apply, prepare-voc")
+    app.add_typer(tables_app, name="tables", help="the paper's Tables 1-5 as DVC experiments: run, report")
+
+
+_mount()
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Runtime: training loop, distributed launch, inference, evaluation, metrics, prediction."""

@@ -1,0 +1,355 @@
+"""Reliable region mining (paper eq. 4-7, Algorithm 1 lines 4-7): CAM + dense CRF -> sparse pseudo labels.
+
+Two rules, picked by MiningParams.rule:
+- "paper": eq. 4-7 as printed — one CRF on [(1 - max P_fg)^gamma, P_fg]; I_cam keeps, per class
+  (background included), the alpha_ratio most confident pixels of that class's argmax region;
+  I_final = I_cam where it agrees with the CRF argmax, else 255.
+- "code": the rule the authors' released code runs (two CRFs with background exponents gamma_low and
+  gamma_high, CAM-, background- and CRF-confidence tests; see MiningParams).
+
+Class ids: 0 background, c + 1 for CAM channel c; 255 = unreliable / unlabelled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from rrm.data.classes import IGNORE_INDEX
+from rrm.method.crf import CRFParams, CRFPool, Handle, dense_crf, dense_crfs
+
+if TYPE_CHECKING:  # torch stays out of the CRF workers, which import this module to mine an image
+    from torch import Tensor
+
+RULES = ("paper", "code")
+CRF_BACKENDS = ("pydensecrf", "torch")
+CRFJob = tuple[np.ndarray, np.ndarray, CRFParams]
+Prepared = tuple[np.ndarray, np.ndarray, np.ndarray]  # image, present-class CAMs, class ids
+
+
+@dataclass(frozen=True)
+class MiningParams:
+    """Settings of both mining rules.
+
+    alpha_ratio: fraction of each class's pixels kept as CAM-confident (paper: 0.4, Table 1 sweep).
+    gamma: background exponent of the paper rule (eq. 4). gamma_low / gamma_high: the code rule's two
+    CRF background exponents; gamma_high also makes its CAM label map. cam_min: CAM floor before the
+    code rule's percentile. bg_confident: background-score threshold for confident background.
+    crf_confident: minimum CRF posterior for a CRF-confident pixel. crf: kernel settings (eq. 5).
+    crf_backend: "pydensecrf" (the authors' CRF, on the CPU: mine_batch) or "torch" (the same CRF
+    on the permutohedral lattice, on the tensors' device: rrm.method.reliable_torch.mine_batch_torch).
+    """
+
+    rule: str = "code"
+    alpha_ratio: float = 0.4
+    gamma: float = 4.0
+    gamma_low: float = 4.0
+    gamma_high: float = 32.0
+    cam_min: float = 0.1
+    bg_confident: float = 0.8
+    crf_confident: float = 0.8
+    crf: CRFParams = field(default_factory=CRFParams)
+    crf_backend: str = "pydensecrf"
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ValueError(f"MiningParams.rule must be one of {RULES}, got {self.rule!r}")
+        if self.crf_backend not in CRF_BACKENDS:
+            raise ValueError(f"MiningParams.crf_backend must be one of {CRF_BACKENDS}, got {self.crf_backend!r}")
+        if not 0.0 < self.alpha_ratio <= 1.0:
+            raise ValueError(f"MiningParams.alpha_ratio must be in (0, 1], got {self.alpha_ratio!r}")
+        for name in ("gamma", "gamma_low", "gamma_high"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"MiningParams.{name} must be > 0, got {getattr(self, name)!r}")
+
+
+def _as_numpy(x: np.ndarray | Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)  # a torch tensor
+
+
+def _prepare(image: np.ndarray, cam_norm: np.ndarray | Tensor, labels: np.ndarray | Tensor) -> Prepared:
+    """Validate one image's inputs; return (image, present-class CAMs (K-1, H, W), class ids (K,))."""
+    cam_norm, labels = _as_numpy(cam_norm).astype(np.float32, copy=False), _as_numpy(labels)
+    if cam_norm.ndim != 3:
+        raise ValueError(f"cam_norm must be (20, H, W), got shape {cam_norm.shape}")
+    if labels.shape != cam_norm.shape[:1]:
+        raise ValueError(f"labels must be ({cam_norm.shape[0]},) to match cam_norm, got {labels.shape}")
+    if (
+        not isinstance(image, np.ndarray)
+        or image.dtype != np.uint8
+        or image.shape != (*cam_norm.shape[1:], 3)
+    ):
+        raise ValueError(
+            f"image must be a uint8 array of shape {(*cam_norm.shape[1:], 3)} to match cam_norm, got "
+            f"{getattr(image, 'shape', type(image))} {getattr(image, 'dtype', '')}"
+        )
+    present = np.flatnonzero(labels > 0.5)
+    ids = np.concatenate([[0], present + 1]).astype(np.uint8)
+    return np.ascontiguousarray(image), cam_norm[present], ids
+
+
+def _with_background(fg: np.ndarray, gamma: float) -> np.ndarray:
+    """[P_bg, P_fg] with P_bg = (1 - max_c P_fg)^gamma (eq. 4 as implemented), (K, H, W) float32."""
+    peak = fg.max(axis=0) if len(fg) else np.zeros(fg.shape[1:], np.float32)
+    bg = np.clip(1.0 - peak, 0.0, None) ** gamma
+    return np.concatenate([bg[None], fg]).astype(np.float32)
+
+
+def crf_inputs(
+    image: np.ndarray, cam_norm: np.ndarray | Tensor, labels: np.ndarray | Tensor, params: MiningParams
+) -> list[CRFJob]:
+    """The dense-CRF jobs one image needs: paper rule [gamma]; code rule [gamma_low, gamma_high].
+
+    Each job is (image (H, W, 3) uint8, probs (K, H, W) float32 over [bg, present classes], CRFParams).
+    """
+    image, fg, _ = _prepare(image, cam_norm, labels)
+    return _crf_jobs(image, fg, params)
+
+
+def _crf_jobs(image: np.ndarray, fg: np.ndarray, params: MiningParams) -> list[CRFJob]:
+    gammas = (params.gamma,) if params.rule == "paper" else (params.gamma_low, params.gamma_high)
+    return [(image, _with_background(fg, g), params.crf) for g in gammas]
+
+
+def _top_fraction(values: np.ndarray, region: np.ndarray, ratio: float) -> np.ndarray:
+    """Mask of the ceil(ratio * n) largest `values` inside `region` (n = region size).
+
+    Ties at the cut are broken by raster order (earlier pixel first), so the count is exact; the
+    ceiling keeps at least one pixel of every non-empty class. round() guards 0.7 * 10 = 7.0000001.
+    """
+    index = np.flatnonzero(region)
+    keep = math.ceil(round(ratio * index.size, 9))
+    chosen = index[np.argsort(-values.ravel()[index], kind="stable")[:keep]]
+    mask = np.zeros(region.size, dtype=bool)
+    mask[chosen] = True
+    return mask.reshape(region.shape)
+
+
+def mine_paper(
+    image: np.ndarray,
+    cam_norm: np.ndarray | Tensor,
+    labels: np.ndarray | Tensor,
+    params: MiningParams,
+    crf_posterior: np.ndarray | None = None,
+) -> np.ndarray:
+    """Eq. 4-7. image (H, W, 3) uint8, cam_norm (20, H, W) normalised (absent classes 0), labels (20,).
+
+    P = [(1 - max P_fg)^gamma, P_fg of present classes] (eq. 4); I_crf = argmax CRF(I, P) (eq. 5);
+    I_cam = argmax P on the pixels above a per-class alpha (eq. 6), alpha being set so that exactly
+    ceil(alpha_ratio * n_c) of the n_c pixels whose argmax is c stay labelled (background too);
+    I_final = I_cam where I_cam == I_crf, else 255 (eq. 7). crf_posterior: the (K, H, W) result of
+    this image's crf_inputs job, if already computed. Returns (H, W) uint8 in {0..20, 255}.
+    """
+    return _mine_paper(*_prepare(image, cam_norm, labels), params, crf_posterior)
+
+
+def _mine_paper(
+    image: np.ndarray, fg: np.ndarray, ids: np.ndarray, params: MiningParams, crf_posterior: np.ndarray | None
+) -> np.ndarray:
+    probs = _with_background(fg, params.gamma)
+    if crf_posterior is None:
+        crf_posterior = dense_crf(image, probs, params.crf)
+    _check_posterior(crf_posterior, probs.shape, "crf_posterior")
+    cam_label, reliable = _confident_cam_label(probs, params.alpha_ratio)
+    keep = reliable & (cam_label == crf_posterior.argmax(axis=0))
+    return np.where(keep, ids[cam_label], IGNORE_INDEX).astype(np.uint8)
+
+
+def _confident_cam_label(probs: np.ndarray, alpha_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 6: argmax of P (K, H, W) and the mask of each label's top alpha_ratio pixels by max P."""
+    cam_label, confidence = probs.argmax(axis=0), probs.max(axis=0)
+    reliable = np.zeros(cam_label.shape, dtype=bool)
+    for k in range(len(probs)):
+        reliable |= _top_fraction(confidence, cam_label == k, alpha_ratio)
+    return cam_label, reliable
+
+
+def mine_cam_only(cams: Tensor | np.ndarray, labels: Tensor | np.ndarray, params: MiningParams,
+                  roi: np.ndarray | None = None) -> np.ndarray:
+    """The "CAM" row of the paper's Table 2: eq. 6 alone (top alpha_ratio of each label's pixels of
+    [(1 - max P_fg)^gamma, P_fg]), no CRF. cams (N, 20, H, W) normalised, labels (N, 20), roi (N, H, W)
+    bool (False -> 255). Returns (N, H, W) uint8 in {0..20, 255}.
+    """
+    cams_np, labels_np = _as_numpy(cams).astype(np.float32, copy=False), _as_numpy(labels)
+    out = np.full(cams_np.shape[:1] + cams_np.shape[2:], IGNORE_INDEX, dtype=np.uint8)
+    for n in range(len(cams_np)):
+        present = np.flatnonzero(labels_np[n] > 0.5)
+        ids = np.concatenate([[0], present + 1]).astype(np.uint8)
+        cam_label, reliable = _confident_cam_label(_with_background(cams_np[n][present], params.gamma),
+                                                   params.alpha_ratio)
+        out[n] = np.where(reliable, ids[cam_label], IGNORE_INDEX)
+    if roi is not None:
+        out[~_as_numpy(roi).astype(bool)] = IGNORE_INDEX
+    return out
+
+
+def mine_code(
+    image: np.ndarray,
+    cam_norm: np.ndarray | Tensor,
+    labels: np.ndarray | Tensor,
+    params: MiningParams,
+    crf_posteriors: tuple[np.ndarray, np.ndarray] | list[np.ndarray] | None = None,
+) -> np.ndarray:
+    """The authors' implemented rule. Shapes as mine_paper; crf_posteriors = (low, high), each (K, H, W).
+
+    - CAM label map: argmax of [(1 - max P_fg)^gamma_high, P_fg].
+    - CRF label: argmax of the gamma_low CRF with its background set to 255, then 0 wherever the
+      gamma_high CRF's argmax is background.
+    - CAM-confident: for each present class c, pixels whose CAM argmax is c and P_fg^c > cam_min, of
+      those the ones strictly above the value at sorted index int(n * (1 - alpha_ratio)) (the top
+      alpha_ratio); background where the CAM argmax is background and its score > bg_confident.
+    - CRF-confident: max of [gamma_high background posterior, gamma_low class posteriors] >= crf_confident.
+    - Final: the CRF label where CAM- and CRF-confident, 255 elsewhere. Returns (H, W) uint8.
+    """
+    return _mine_code(*_prepare(image, cam_norm, labels), params, crf_posteriors)
+
+
+def _mine_code(
+    image: np.ndarray,
+    fg: np.ndarray,
+    ids: np.ndarray,
+    params: MiningParams,
+    crf_posteriors: tuple[np.ndarray, np.ndarray] | list[np.ndarray] | None,
+) -> np.ndarray:
+    if crf_posteriors is None:  # both CRFs share their kernels (same image, same labels)
+        crf_posteriors = dense_crfs(
+            image, [_with_background(fg, g) for g in (params.gamma_low, params.gamma_high)], params.crf
+        )
+    if len(crf_posteriors) != 2:
+        raise ValueError(f"crf_posteriors must be (low, high), got {len(crf_posteriors)} arrays")
+    low, high = crf_posteriors
+    for name, post in (("crf_posteriors[0]", low), ("crf_posteriors[1]", high)):
+        _check_posterior(post, (len(ids), *fg.shape[1:]), name)
+
+    cam_all = _with_background(fg, params.gamma_high)
+    cam_label = cam_all.argmax(axis=0)
+    low_label, high_label = low.argmax(axis=0), high.argmax(axis=0)
+    crf_label = np.where(low_label == 0, IGNORE_INDEX, ids[low_label])
+    crf_label[high_label == 0] = 0
+
+    cam_sure = (cam_label == 0) & (cam_all[0] > params.bg_confident)
+    for k in range(1, len(ids)):
+        values = np.where(cam_label == k, cam_all[k], 0.0)
+        ranked = np.sort(values[values > params.cam_min])
+        if ranked.size:  # no pixel above cam_min: nothing of this class is CAM-confident
+            cutoff = ranked[int(ranked.size * (1.0 - params.alpha_ratio))]
+            cam_sure |= values > cutoff
+    crf_sure = np.concatenate([high[:1], low[1:]]).max(axis=0) >= params.crf_confident
+    return np.where(cam_sure & crf_sure, crf_label, IGNORE_INDEX).astype(np.uint8)
+
+
+def _check_posterior(posterior: np.ndarray, shape: tuple[int, ...], name: str) -> None:
+    if not isinstance(posterior, np.ndarray) or posterior.shape != tuple(shape):
+        raise ValueError(
+            f"{name} must be a {tuple(shape)} array over [background, present classes], "
+            f"got {getattr(posterior, 'shape', type(posterior))}"
+        )
+
+
+def _mine_prepared(
+    image: np.ndarray,
+    fg: np.ndarray,
+    ids: np.ndarray,
+    params: MiningParams,
+    crf_posteriors: list[np.ndarray] | None = None,
+) -> np.ndarray:
+    """One image's rule on _prepare's output; runs its CRFs here if crf_posteriors is None. This is
+    what a pool worker runs for a whole image: only the (H, W) uint8 labels travel back."""
+    if params.rule == "paper":
+        return _mine_paper(image, fg, ids, params, None if crf_posteriors is None else crf_posteriors[0])
+    return _mine_code(image, fg, ids, params, crf_posteriors)
+
+
+class MiningHandle:
+    """Pending mining of a batch; .get() -> (N, H, W) uint8. Each entry is either a whole image sent
+    to a worker (its labels come back) or its CRFs alone, whose rule then runs here as soon as they
+    are back, overlapping the CRFs still running."""
+
+    def __init__(
+        self,
+        pending: list[tuple[int, Handle, Prepared | None]],
+        shape: tuple[int, int, int],
+        params: MiningParams,
+        roi: np.ndarray | None,
+    ) -> None:
+        self._pending, self._shape, self._params, self._roi = pending, shape, params, roi
+
+    def get(self) -> np.ndarray:
+        out = np.empty(self._shape, dtype=np.uint8)
+        for n, handle, prepared in self._pending:
+            result = handle.get()
+            out[n] = result if prepared is None else _mine_prepared(*prepared, self._params, result)
+        if self._roi is not None:
+            out[~self._roi] = IGNORE_INDEX
+        return out
+
+
+def _whole_image_tasks(num: int, workers: int, crfs: int) -> int:
+    """How many of the batch's num images (costliest first) go to the pool whole, as one task with
+    their crfs CRFs and their rule; the rest go CRF by CRF. Whole images when they split evenly over
+    the workers or when an image has a single CRF anyway (paper rule), else CRF by CRF, so that e.g.
+    one image's two CRFs run on two workers."""
+    return num if crfs == 1 or num % workers == 0 else 0
+
+
+def mine_batch_async(
+    images: np.ndarray,
+    cams: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray,
+    params: MiningParams,
+    pool: CRFPool,
+    roi: np.ndarray | None = None,
+) -> MiningHandle:
+    """Submit the batch's mining to the pool at once and return a handle; see mine_batch.
+
+    When the images split evenly over the workers (N a multiple of pool.workers, always for an
+    inline pool) or the rule has one CRF, each image is one task: its CRFs (sharing their kernels,
+    see dense_crfs) and its rule run in one worker, which receives the image and the present
+    classes' CAMs and returns the uint8 labels, so nothing else crosses processes and this process
+    does no mining work while the workers run. Otherwise (e.g. one image on two workers) each CRF is
+    a task, so that all workers get some, and the rules run here. Results are the same either way.
+    """
+    cams_np, labels_np = _as_numpy(cams).astype(np.float32, copy=False), _as_numpy(labels)
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(
+            f"images must be an (N, H, W, 3) uint8 array, got {getattr(images, 'shape', images)}"
+        )
+    if cams_np.ndim != 4 or cams_np.shape[0] != images.shape[0] or cams_np.shape[2:] != images.shape[1:3]:
+        raise ValueError(f"cams must be (N, 20, H, W) matching images {images.shape}, got {cams_np.shape}")
+    if labels_np.shape != cams_np.shape[:2]:
+        raise ValueError(f"labels must be {cams_np.shape[:2]}, got {labels_np.shape}")
+    if roi is not None:
+        roi = _as_numpy(roi).astype(bool)
+        if roi.shape != images.shape[:3]:
+            raise ValueError(f"roi must be (N, H, W) = {images.shape[:3]}, got {roi.shape}")
+    num = len(images)
+    prepared = [_prepare(images[n], cams_np[n], labels_np[n]) for n in range(num)]
+    # Costliest images first (cost ~ labels x pixels): the pool's queue then ends on short tasks.
+    order = sorted(range(num), key=lambda n: -prepared[n][1].size)
+    whole = _whole_image_tasks(num, pool.workers, 1 if params.rule == "paper" else 2)
+    pending: list[tuple[int, Handle, Prepared | None]] = []
+    for rank, n in enumerate(order):
+        if rank < whole:
+            pending.append((n, pool.submit(_mine_prepared, *prepared[n], params), None))
+        else:
+            jobs = _crf_jobs(*prepared[n][:2], params)
+            pending.append((n, pool.map_async(*zip(*jobs, strict=True)), prepared[n]))
+    return MiningHandle(pending, (num, *images.shape[1:3]), params, roi)
+
+
+def mine_batch(
+    images: np.ndarray,
+    cams: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray,
+    params: MiningParams,
+    pool: CRFPool,
+    roi: np.ndarray | None = None,
+) -> np.ndarray:
+    """Reliable labels for a batch: images (N, H, W, 3) uint8, cams (N, 20, H, W) normalised, labels
+    (N, 20), roi (N, H, W) bool (False = crop padding -> 255). The whole batch goes through the pool
+    together (see mine_batch_async for how it is split). Returns (N, H, W) uint8 in {0..20, 255}.
+    """
+    return mine_batch_async(images, cams, labels, params, pool, roi).get()

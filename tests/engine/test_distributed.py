@@ -1,0 +1,154 @@
+"""DDP training on CPU (gloo): 2 processes under torchrun follow the single-process run of the same global
+batch, and end with identical weights on both ranks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from rrm.engine import distributed
+from rrm.engine.train import StepBatchSampler, TrainSettings, train
+from rrm.io import load_torch
+from rrm.method.reliable import MiningParams
+
+# Started as `python runner.py SETTINGS NPROC`: distributed.launch re-runs it under torchrun, as a stage
+# does with params `nproc`. The process group it opens serves every train() call.
+RUNNER = """
+import json, os, sys
+from rrm.engine import distributed
+
+runs, nproc = json.loads(sys.argv[1]), int(sys.argv[2])
+if distributed.launch(nproc):
+    sys.exit(0)
+import torch, torch.distributed as dist, torch.nn as nn  # noqa: E402 (the launcher needs none of it)
+import rrm.engine.train as T  # noqa: E402
+from rrm.method.reliable import MiningParams  # noqa: E402
+original, built = T.build_model, []
+
+def build_without_dropout(s, device):  # as _without_dropout in the test
+    model = original(s, device)
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.p = 0.0
+    built.append(model)
+    return model
+
+T.build_model = build_without_dropout
+dist.init_process_group("gloo")
+for raw in runs:
+    T.train(T.TrainSettings(**{**raw, "mining": MiningParams(**raw["mining"])}))
+    torch.save(built[-1].state_dict(), f"{raw['out_model']}.rank{dist.get_rank()}")
+dist.destroy_process_group()
+"""
+MODES = ("cls", "supervised", "onestep")
+
+
+def _settings(root: Path, out: Path, mode: str) -> TrainSettings:
+    # batch 4 of 12 images: 3 steps per epoch, so 4 steps cross an epoch boundary. Frozen BN: the batch
+    # statistics would otherwise depend on the split. Masks have void and padding (scale < 1), so the
+    # pixel-mean CE terms only match when normalised over the global batch.
+    return TrainSettings(mode=mode, data_root=str(root), split="train", out_model=str(out / mode / "model.pt"),
+                         checkpoint=str(out / mode / "ckpt" / "last.pt"), live_dir=str(out / mode / "live"),
+                         width=0.0625, steps=4, batch_size=4, crop_size=48, lr=0.02, momentum=0.9,
+                         checkpoint_every=2, freeze_bn=True, seed=5, cam_scales=(0.5, 1.0), pool_processes=0,
+                         mining=MiningParams(rule="code", alpha_ratio=0.4),
+                         energy={"sigma_rgb": 15.0, "sigma_xy": 100.0, "scale": 0.5, "weight": 1e-5})
+
+
+def _without_dropout(build):
+    """Dropout masks are drawn per rank: without them the 1- and 2-process runs see the same network."""
+    def wrapped(s: TrainSettings, device: torch.device) -> torch.nn.Module:
+        model = build(s, device)
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+                m.p = 0.0
+        return model
+    return wrapped
+
+
+def _logged(live: Path) -> dict[str, list[float]]:
+    """Per-step values dvclive wrote (rank 0: the all-reduced means)."""
+    logged = {}
+    for tsv in sorted((live / "plots" / "metrics" / "loss").glob("*.tsv")):
+        with open(tsv) as handle:
+            logged[tsv.stem] = [float(row[tsv.stem]) for row in csv.DictReader(handle, delimiter="\t")]
+    return logged
+
+
+def test_two_processes_follow_the_single_process_run(tiny_dataset, tmp_path, monkeypatch):
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    (tmp_path / "runner.py").write_text(RUNNER)
+    runs = [asdict(_settings(tiny_dataset, ddp, mode)) for mode in MODES]
+    for raw in runs:
+        raw["mining"].pop("crf")  # MiningParams' default CRF: JSON-friendly
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    process = subprocess.Popen([sys.executable, str(tmp_path / "runner.py"), json.dumps(runs), "2"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    import rrm.engine.train as module
+
+    monkeypatch.setattr(module, "build_model", _without_dropout(module.build_model))
+    for mode in MODES:  # the reference, in this process while the 2 ranks run
+        train(_settings(tiny_dataset, single, mode))
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-4000:]
+    for mode in MODES:
+        one, two = _logged(single / mode / "live"), _logged(ddp / mode / "live")
+        assert set(one) == set(two) and "total" in one
+        for name in one:
+            assert len(one[name]) == len(two[name]) == 4
+            diff = max(abs(a - b) for a, b in zip(one[name], two[name], strict=True))
+            assert diff < 1e-5, f"{mode} {name}: 2-process losses differ from 1-process by {diff}"
+        model = ddp / mode / "model.pt"
+        final, rank0, rank1 = (load_torch(model)["model"], torch.load(f"{model}.rank0"),
+                               torch.load(f"{model}.rank1"))
+        assert all(torch.equal(rank0[k], rank1[k]) and torch.equal(final[k], rank0[k]) for k in final)
+        reference = load_torch(single / mode / "model.pt")["model"]
+        assert all(torch.allclose(reference[k].float(), final[k].float(), rtol=1e-4, atol=1e-5) for k in final)
+        assert not (ddp / mode / "ckpt" / "last.pt").exists()  # rank 0 cleaned up
+
+
+def test_batch_not_divisible_by_processes_is_a_clear_error(tiny_dataset, tmp_path, monkeypatch):
+    settings = _settings(tiny_dataset, tmp_path, "cls")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun --nproc_per_node 2 would set
+    with pytest.raises(ValueError, match="batch_size 3 is not divisible by the 2 training processes"):
+        train(replace(settings, batch_size=3))
+    with pytest.raises(ValueError, match="not divisible"):
+        replace(settings, nproc=3)  # params nproc: caught before launching
+    with pytest.raises(ValueError, match="not divisible"):
+        StepBatchSampler(12, 4, steps=2, seed=0, world_size=3)
+
+
+def test_ranks_split_the_global_batch():
+    single = list(StepBatchSampler(12, 4, steps=5, seed=2))
+    halves = [list(StepBatchSampler(12, 4, steps=5, seed=2, rank=r, world_size=2)) for r in (0, 1)]
+    assert [a + b for a, b in zip(*halves, strict=True)] == single
+
+
+def test_a_rank_augments_its_slice_as_one_process_does(tiny_dataset):
+    from rrm.data.transforms import TrainBatchCollate
+    from rrm.data.voc import VOCSegmentation
+    from rrm.engine.train import _Seeded, _SeededCollate
+
+    dataset = _Seeded(VOCSegmentation(str(tiny_dataset), "train", weak=True))
+    collate = _SeededCollate(TrainBatchCollate(crop_size=40, scale_range=(0.7, 1.3)))
+    whole = [collate([dataset[key] for key in batch]) for batch in StepBatchSampler(12, 4, steps=3, seed=1)]
+    for rank in (0, 1):
+        for step, batch in enumerate(StepBatchSampler(12, 4, steps=3, seed=1, rank=rank, world_size=2)):
+            part = collate([dataset[key] for key in batch])
+            assert torch.equal(part["raw"], whole[step]["raw"][2 * rank:2 * rank + 2])
+            assert torch.equal(part["roi"], whole[step]["roi"][2 * rank:2 * rank + 2])
+            assert part["name"] == whole[step]["name"][2 * rank:2 * rank + 2]
+
+
+def test_launch_runs_only_outside_torchrun(monkeypatch):
+    assert not distributed.launch(1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert not distributed.launch(2)  # already a torchrun worker: train here

@@ -1,0 +1,256 @@
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from rrm.experiments.profiles import (
+    SplitCountWarning,
+    app,
+    apply_profile,
+    expand,
+    load_profile,
+    prepare_voc,
+    yaml_float,
+)
+from rrm.experiments.settings import load_params
+
+REPO = Path(__file__).resolve().parents[2]
+PARAMS = REPO / "params.yaml"
+
+# The documented values of each profile (issue 5, README "Real PASCAL VOC").
+COMMON = {
+    "device": "cuda", "alpha_ratio": 0.4,
+    "data.root": "data/VOCdevkit/VOC2012", "data.train_split": "train_aug", "data.val_split": "val",
+    "prepare_data.generate": False, "model.width": 1.0,
+    "model.init": "weights/ilsvrc-cls_rna-a1_cls1000_ep-0001.pth",
+    "train_cls.steps": 9915, "train_cls.batch_size": 16, "train_cls.crop_size": 448, "train_cls.lr": 0.1,
+    "train_cls.weight_decay": 5e-4, "train_cls.freeze_bn": True,
+    "train_onestep.freeze_bn": True, "train_onestep.optimizer": "sgd", "train_onestep.steps": 20000,
+    "train_onestep.batch_size": 4, "train_onestep.crop_size": 321, "train_onestep.scale_range": [0.7, 1.3],
+    "train_onestep.momentum": 0.0, "train_onestep.poly_power": 0.9, "train_onestep.loss": "joint",
+    "train_onestep.energy.weight": 1e-7, "train_onestep.energy.sigma_rgb": 15.0,
+    "train_onestep.energy.sigma_xy": 100.0, "train_onestep.energy.scale": 0.5,
+    "mining.cam_scales": [0.5, 1.0, 1.5, 2.0], "mining.crf.bi_sxy": 80.0, "mining.crf.bi_srgb": 13.0,
+    "mining.crf.bi_compat": 10.0, "evaluate.scales": [1.0], "evaluate.crf.bi_sxy": 83.0,
+    "deeplab.arch": "resnet101_v2", "deeplab.width": 1.0, "deeplab.init": "weights/resnet101-63fe2227.pth",
+    "train_deeplab.batch_size": 10, "train_deeplab.crop_size": 321, "train_deeplab.lr": 2.5e-4,
+    "train_deeplab.optimizer": "sgd", "train_deeplab.momentum": 0.9, "train_deeplab.weight_decay": 5e-4,
+    "train_deeplab.steps": 20000, "train_deeplab.dropout": True, "evaluate_deeplab.crf.bi_sxy": 67.0,
+}
+FIDELITY = {
+    "voc-code": {"train_onestep.lr": 7e-4, "train_onestep.weight_decay": 1e-5, "mining.rule": "code",
+                 "mining.gamma_low": 4.0, "mining.gamma_high": 32.0, "mining.cam_min": 0.1,
+                 "train_full.lr": 7e-4, "train_full.weight_decay": 1e-5},
+    "voc-paper": {"train_onestep.lr": 1e-3, "train_onestep.weight_decay": 5e-4, "mining.rule": "paper",
+                  "mining.gamma": 4.0, "train_full.lr": 1e-3, "train_full.weight_decay": 5e-4},
+}
+
+
+def get(params: dict, dotted: str):
+    for part in dotted.split("."):
+        params = params[part]
+    return params
+
+
+@pytest.mark.parametrize("name", sorted(FIDELITY))
+def test_profile_expands_to_documented_values(name):
+    merged = expand(yaml.safe_load(PARAMS.read_text()), load_profile(name), source=name)
+    for key, value in (COMMON | FIDELITY[name]).items():
+        actual = get(merged, key)
+        assert actual == value and type(actual) is type(value), f"{name}: {key} = {actual!r}, not {value!r}"
+
+
+def test_profiles_differ_exactly_where_paper_and_code_do():
+    code, paper = load_profile("voc-code"), load_profile("voc-paper")
+    assert code.keys() == paper.keys()  # switching profiles never leaves the other's values behind
+    differ = {"train_onestep.lr", "train_onestep.weight_decay", "mining.rule", "train_full.lr",
+              "train_full.weight_decay"}
+    assert {k for k in code if code[k] != paper[k]} == differ
+
+
+@pytest.mark.parametrize("value", [1e-7, 7e-4, 2.5e-4, 1e20, 0.1, 20000.0, -3e-9])
+def test_yaml_float_reads_back_with_pyyaml(value):
+    assert yaml.safe_load(yaml_float(value)) == value  # '1e-07' would read back as a string
+
+
+# ------------------------------------------------------------------- a miniature VOCdevkit + SBD tree
+
+
+def _write_list(path: Path, ids: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{i}\n" for i in ids))
+
+
+@pytest.fixture
+def voc_tree(voc_sample, tmp_path) -> dict:
+    """VOCdevkit/VOC2012 (JPEGImages, SegmentationClass for VOC ids, train/val lists) and SBD
+    (benchmark_RELEASE/dataset/{train,val}.txt + SegmentationClassAug PNGs for train_aug and val), from the
+    real sample's files. SBD overlaps VOC train (ids 8-11) and VOC val (12-13) and adds ids 18-23."""
+    ids = sorted((voc_sample / "ImageSets/Segmentation/train.txt").read_text().split())[:24]
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    sbd = tmp_path / "SBD" / "benchmark_RELEASE"
+    voc_train, voc_val, sbd_train, sbd_val = ids[:12], ids[12:18], ids[8:14] + ids[18:22], ids[22:24]
+    for folder in (voc / "JPEGImages", voc / "SegmentationClass", sbd / "SegmentationClassAug"):
+        folder.mkdir(parents=True)
+    for i in ids:
+        shutil.copy(voc_sample / "JPEGImages" / f"{i}.jpg", voc / "JPEGImages")
+        shutil.copy(voc_sample / "SegmentationClass" / f"{i}.png", sbd / "SegmentationClassAug")
+        if i in voc_train + voc_val:
+            shutil.copy(voc_sample / "SegmentationClass" / f"{i}.png", voc / "SegmentationClass")
+    _write_list(voc / "ImageSets/Segmentation/train.txt", voc_train)
+    _write_list(voc / "ImageSets/Segmentation/val.txt", voc_val)
+    _write_list(sbd / "dataset/train.txt", sbd_train)
+    _write_list(sbd / "dataset/val.txt", sbd_val)
+    return {"voc": voc, "sbd": sbd, "train_aug": sorted(set(ids[:12]) | set(ids[18:24])), "val": voc_val}
+
+
+def test_prepare_voc_builds_train_aug_and_warns_on_counts(voc_tree):
+    with pytest.warns(SplitCountWarning) as caught:
+        prepared = prepare_voc(voc_tree["voc"], voc_tree["sbd"])
+    listed = (voc_tree["voc"] / "ImageSets/Segmentation/train_aug.txt").read_text().split()
+    assert listed == voc_tree["train_aug"]  # VOC train ∪ SBD train+val − VOC val, sorted
+    assert not set(listed) & set(voc_tree["val"])
+    assert prepared.created_train_aug and prepared.counts == {"train_aug": 18, "val": 6}
+    assert prepared.mask_dir == (voc_tree["sbd"] / "SegmentationClassAug").absolute()  # SBD's PNGs preferred
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert any("18 ids" in m and "10,582" in m and "train_aug.txt" in m for m in messages)
+    assert any("6 ids" in m and "1,449" in m and "val.txt" in m for m in messages)
+
+
+def test_prepare_voc_keeps_an_existing_list_and_checks_it(voc_tree):
+    mine = voc_tree["train_aug"][:5]
+    _write_list(voc_tree["voc"] / "ImageSets/Segmentation/train_aug.txt", mine)
+    with pytest.warns(SplitCountWarning) as caught:
+        prepared = prepare_voc(voc_tree["voc"], voc_tree["sbd"])
+    assert any("5 ids, but PASCAL VOC 2012's train_aug has 10,582" in str(w.message) for w in caught)
+    assert not prepared.created_train_aug
+    assert (voc_tree["voc"] / "ImageSets/Segmentation/train_aug.txt").read_text().split() == mine
+
+
+def test_prepare_voc_names_ids_without_masks(voc_tree):
+    missing = voc_tree["train_aug"][-1]  # an SBD-only id
+    (voc_tree["sbd"] / "SegmentationClassAug" / f"{missing}.png").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SplitCountWarning)
+        with pytest.raises(FileNotFoundError, match=rf"train_aug: 1 of 18 ids have no masks .*{missing}"):
+            prepare_voc(voc_tree["voc"], voc_tree["sbd"])
+
+
+# ------------------------------------------------------------------------------------------------- apply
+
+
+@pytest.fixture
+def workdir(voc_tree, tmp_path, monkeypatch) -> Path:
+    """tmp_path as a project: the repo's params.yaml and weight files under weights/ (apply reads none)."""
+    shutil.copy(PARAMS, tmp_path / "params.yaml")
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "res38.pth").write_bytes(b"x")
+    (tmp_path / "weights" / "resnet101.pth").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+quiet_counts = pytest.mark.filterwarnings("ignore::rrm.experiments.profiles.SplitCountWarning")
+
+
+def _onestep_lr_line(text: str) -> str:
+    lines = text.splitlines()
+    start = lines.index("train_onestep:")
+    return next(line for line in lines[start:] if line.startswith("  lr:"))
+
+
+def _apply(name: str, tree: dict, **extra) -> dict:
+    return apply_profile(name, "params.yaml", voc_root="VOCdevkit/VOC2012", sbd_root=tree["sbd"],
+                         weights="weights/res38.pth", deeplab_weights="weights/resnet101.pth", **extra)
+
+
+@quiet_counts
+def test_apply_writes_valid_params_keeping_comments_and_top_level_alpha(workdir, voc_tree):
+    from dvc.utils.hydra import apply_overrides  # exactly what `dvc exp run -S` does to params.yaml
+
+    original = yaml.safe_load(PARAMS.read_text())
+    merged = _apply("voc-code", voc_tree)
+    text = (workdir / "params.yaml").read_text()
+    written = load_params(workdir / "params.yaml")  # validates
+    assert written == merged
+    assert written["data"]["root"] == "VOCdevkit/VOC2012" and written["model"]["init"] == "weights/res38.pth"
+    assert written["data"]["mask_dir"] == "../../SBD/benchmark_RELEASE/SegmentationClassAug"
+    assert written["train_onestep"]["lr"] == 7e-4 and written["train_onestep"]["energy"]["weight"] == 1e-7
+    assert written["evaluate_cam"] == original["evaluate_cam"]  # untouched sections stay as they were
+    assert text.startswith("# rrm profile voc-code applied")
+    for line in PARAMS.read_text().splitlines():  # every comment-only line of the default survives
+        if line.lstrip().startswith("#"):
+            assert line in text
+    assert _onestep_lr_line(text).split("#")[1] == _onestep_lr_line(PARAMS.read_text()).split("#")[1]
+    assert _onestep_lr_line(text).startswith("  lr: 0.0007 ")  # a changed value keeps its comment
+
+    apply_overrides(workdir / "params.yaml", ["alpha_ratio=0.2"])
+    after = load_params(workdir / "params.yaml")
+    assert after["alpha_ratio"] == 0.2 and "alpha_ratio" not in after["mining"]
+    assert after | {"alpha_ratio": 0.4} == merged  # nothing else moved
+
+    from rrm.experiments.pipeline import dataset
+    train = dataset(after, "train_split", weak=True)  # the written paths reach the data through the pipeline
+    assert train.mask_dir.resolve() == (voc_tree["sbd"] / "SegmentationClassAug").resolve()
+    assert len(train) + len(train.skipped) == 18
+
+
+@quiet_counts
+def test_reapplying_switches_profiles_with_one_header(workdir, voc_tree):
+    _apply("voc-code", voc_tree)
+    _apply("voc-paper", voc_tree)
+    text = (workdir / "params.yaml").read_text()
+    params = load_params(workdir / "params.yaml")
+    assert params["mining"]["rule"] == "paper" and params["train_onestep"]["weight_decay"] == 5e-4
+    assert text.count("# rrm profile") == 2 and "voc-code" not in text.split("\n", 2)[0]
+
+
+@quiet_counts
+def test_bad_profile_lists_every_bad_key_and_writes_nothing(workdir, voc_tree):
+    bad = workdir / "bad.yaml"
+    bad.write_text("train_onestep:\n  lr: -1.0\n  momentum: high\n  nesterov: true\n"
+                   "mining.rule: median\nmodel: {width: 1.0}\n")
+    before = (workdir / "params.yaml").read_bytes()
+    with pytest.raises(ValueError) as error:
+        apply_profile(bad, "params.yaml", voc_root=voc_tree["voc"])
+    message = str(error.value)
+    assert "bad.yaml" in message
+    for key in ("train_onestep.lr: -1.0", "train_onestep.momentum: 'high' is a string",
+                "train_onestep.nesterov: not a params.yaml setting", "mining.rule: 'median'"):
+        assert key in message
+    assert "model.width" not in message and message.count("train_onestep.momentum") == 1
+    assert (workdir / "params.yaml").read_bytes() == before
+
+
+@quiet_counts
+def test_apply_fails_before_writing_when_weights_are_missing(workdir, voc_tree):
+    before = (workdir / "params.yaml").read_bytes()
+    with pytest.raises(FileNotFoundError, match="weights/nothing.pth: model.init"):
+        apply_profile("voc-paper", "params.yaml", voc_root=voc_tree["voc"], weights="weights/nothing.pth")
+    assert (workdir / "params.yaml").read_bytes() == before
+    assert not (voc_tree["voc"] / "ImageSets/Segmentation/train_aug.txt").exists()
+
+
+@quiet_counts
+def test_cli_show_and_apply(workdir, voc_tree):
+    runner = CliRunner()
+    shown = runner.invoke(app, ["show", "voc-paper", "--params", "params.yaml"])
+    assert shown.exit_code == 0, shown.output
+    line = next(row for row in shown.output.splitlines() if row.startswith("train_onestep.weight_decay "))
+    assert line.split()[1] == "0.0005"
+    applied = runner.invoke(app, ["apply", "voc-code", "--voc-root", str(voc_tree["voc"]), "--sbd-root",
+                                  str(voc_tree["sbd"]), "--weights", "weights/res38.pth"])
+    assert applied.exit_code == 0, applied.output
+    written = load_params(workdir / "params.yaml")
+    assert written["deeplab"]["init"] == "weights/resnet101-63fe2227.pth"
+    assert written["data"]["root"] == str(voc_tree["voc"])  # absolute paths stay absolute (dvc exp --queue)
+    assert written["data"]["mask_dir"] == "../../SBD/benchmark_RELEASE/SegmentationClassAug"
+    assert "deeplab.init not found" in applied.output  # two-step only: a warning, not an error
+    failed = runner.invoke(app, ["apply", "voc-code", "--weights", "weights/missing.pth"])
+    assert failed.exit_code == 1 and "weights/missing.pth" in failed.output
