@@ -1,4 +1,4 @@
-"""Tests for the embedded dataset generator (rrm/data/synthetic.py), on tiny 48 px datasets."""
+"""Tests for the embedded dataset (rrm/data/render.py draws, rrm/data/synthetic.py writes), on tiny 48 px datasets."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rrm.data import synthetic
+from rrm.data import render
 from rrm.data.classes import CLASSES, IGNORE_INDEX, PALETTE
-from rrm.data.synthetic import dataset_stats, generate_dataset, render_image, save_examples, void_border
+from rrm.data.render import render_image, void_border
+from rrm.data.synthetic import dataset_stats, generate_dataset, save_examples
 from rrm.io import load_image, load_mask
 
 SMALL = dict(image_size=48, n_train=4, n_extra=2, n_val=2, n_test=2)
@@ -144,7 +145,7 @@ def test_part_colours_carry_the_class_and_nothing_else_does() -> None:
         classes = [1 + (5 * index + j) % 20 for j in range(3)]
         out = render_image(np.random.default_rng([9, index]), classes, 64)
         image = out["image"].astype(float)
-        distance = np.linalg.norm(image[:, :, None] - synthetic.PART_COLOURS[None, None], axis=-1)  # (H,W,20)
+        distance = np.linalg.norm(image[:, :, None] - render.PART_COLOURS[None, None], axis=-1)  # (H,W,20)
         assert (distance[out["part"] == 0].min(-1) > 60).all()
         instance, label = out["instance"], out["label"]
         for k in np.unique(out["part"][out["part"] > 0]):
@@ -166,7 +167,7 @@ def test_void_border_hand_computed() -> None:
 def test_hsv_matches_colorsys() -> None:
     hsv = np.random.default_rng(0).random((50, 3))
     expected = np.array([colorsys.hsv_to_rgb(*row) for row in hsv]) * 255
-    np.testing.assert_allclose(synthetic._hsv_to_rgb(hsv), expected, atol=1e-9)
+    np.testing.assert_allclose(render._hsv_to_rgb(hsv), expected, atol=1e-9)
 
 
 def test_examples_grid(dataset: tuple[Path, dict], tmp_path: Path) -> None:

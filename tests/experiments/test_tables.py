@@ -16,8 +16,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from rrm.experiments import tables
 from rrm.data.classes import CLASSES
+from rrm.experiments import tables
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE = REPO / "experiments" / "tables.yaml"
