@@ -1,11 +1,12 @@
 # Two commands do everything on a fresh machine with Python 3.11:
 #   make repro   set up .venv and run the whole DVC pipeline on the embedded dataset
 #   make test    set up .venv and run the test suite
+# Also: make lint (ruff), make bench (benchmarks/, writing reports/bench/), make clean-venv.
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# OpenMP's default wait policy (spin briefly, then sleep) is kept on purpose: with PASSIVE every torch op
-# wakes a sleeping thread, and the small convolutions of the CPU default ran 1.75x slower (README "Performance").
+# OMP_WAIT_POLICY is left at OpenMP's default (spin briefly, then sleep): with PASSIVE every torch op wakes a
+# sleeping thread and a CPU training step is 1.27x slower (reports/bench/step_profile*.json, docs/performance.md).
 
 .PHONY: repro test lint bench clean-venv
 
