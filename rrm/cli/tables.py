@@ -17,7 +17,8 @@ app = typer.Typer(help="The paper's Tables 1-5 as DVC experiments: run the missi
                        "ours beside the paper's.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 TableOpt = Annotated[Path | None, typer.Option(
-    "--table", help="experiment table  [default: the packaged tables.yaml]", show_default=False)]
+    "--table", help="experiment table (default: the packaged rrm/experiments/configs/tables.yaml)",
+    show_default=False)]
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml the overrides apply to")]
 
 
