@@ -5,6 +5,7 @@ Settings come from params.yaml (the --params option); options are for paths and 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -85,10 +86,16 @@ def predict(checkpoint: Checkpoint,
     from rrm.engine.predict import list_images, predict_images
 
     _, model, settings = _model_and_settings(params, checkpoint, crf)
-    summary = predict_images(model, list_images(inputs), out, **settings)
+    with warnings.catch_warnings(record=True) as caught:  # shown as plain lines, not Python warnings
+        warnings.simplefilter("always")
+        summary = predict_images(model, list_images(inputs), out, **settings)
+    skipped = [f"skipped {path}: {reason}" for path, reason in summary.skipped]
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        if message not in skipped:
+            typer.echo(f"warning: {message}", err=True)
+    for line in skipped:
+        typer.echo(line)
     typer.echo(f"wrote {len(summary.written)} masks and overlays to {out}; skipped {len(summary.skipped)}")
-    for path, reason in summary.skipped:
-        typer.echo(f"  skipped {path}: {reason}")
 
 
 @app.command("export-server")
@@ -107,15 +114,11 @@ def export_server(checkpoint: Checkpoint,
     typer.echo(f"wrote {archive}")
 
 
-def _mount() -> None:
-    from rrm.experiments.profiles import app as profile_app
-    from rrm.experiments.tables import app as tables_app
+# Command groups kept in their own modules (rrm/cli/<name>.py), one registration line each.
+from rrm.cli import profile, tables  # noqa: E402
 
-    app.add_typer(profile_app, name="profile", help="real-VOC profiles: list, show, apply, prepare-voc")
-    app.add_typer(tables_app, name="tables", help="the paper's Tables 1-5 as DVC experiments: run, report")
-
-
-_mount()
+app.add_typer(profile.app, name="profile", help="real-VOC profiles: list, show, apply, prepare-voc")
+app.add_typer(tables.app, name="tables", help="the paper's Tables 1-5 as DVC experiments: run, report")
 
 if __name__ == "__main__":
     app()

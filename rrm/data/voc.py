@@ -1,4 +1,5 @@
-"""PASCAL VOC 2012 (+ SBD) reader: split lists, image-level labels, the dataset and the train_aug list.
+"""PASCAL VOC 2012 (+ SBD) reader: split lists, image-level labels and the dataset (the train_aug list is
+built by `rrm.data.voc_prepare`).
 
 Layout (the devkit's, also written by the embedded dataset)::
 
@@ -28,8 +29,6 @@ NUM_FG = NUM_CLASSES - 1  # 20 foreground classes; labels vectors index class c 
 LIST_DIR = Path("ImageSets") / "Segmentation"
 IMAGE_DIR = "JPEGImages"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-# VOC 2012 sizes: train_aug (VOC train + SBD train/val - VOC val), val, test.
-VOC_COUNTS = {"train_aug": 10_582, "val": 1_449, "test": 1_456}
 MAX_LISTED = 20  # problems quoted in one error message; the rest are counted
 
 
@@ -37,7 +36,7 @@ def _list_path(root: Path, split: str) -> Path:
     return root / LIST_DIR / f"{split}.txt"
 
 
-def _read_ids(path: Path) -> list[str]:
+def read_ids(path: Path) -> list[str]:
     """Ids from a list file: first token per line; path-like tokens ('/JPEGImages/x.jpg ...') give their stem."""
     ids = []
     for line in path.read_text().splitlines():
@@ -59,7 +58,7 @@ def read_split(root: Path, split: str) -> list[str]:
         found = sorted(p.stem for p in (root / LIST_DIR).glob("*.txt")) if (root / LIST_DIR).is_dir() else []
         available = ", ".join(found) if found else f"none ({root / LIST_DIR} has no .txt lists)"
         raise FileNotFoundError(f"{path}: split list '{split}' not found; splits available: {available}")
-    ids = _read_ids(path)
+    ids = read_ids(path)
     if not ids:
         raise ValueError(f"{path}: split '{split}' is empty (no ids listed)")
     unique = list(dict.fromkeys(ids))
@@ -307,65 +306,3 @@ class VOCSegmentation(torch.utils.data.Dataset):
                 )
         labels = self._labels.get(name, mask_labels)  # a labels file, if given, takes precedence
         return {"name": name, "image": image, "mask": mask, "labels": labels.copy()}
-
-
-def _sbd_ids(voc_root: Path, sbd_root: Path | None) -> tuple[list[str], str]:
-    """SBD ids (train + val) and a description of where they came from."""
-    if sbd_root is None:
-        aug = voc_root / "SegmentationClassAug"
-        if aug.is_dir():
-            return [p.stem for p in aug.glob("*.png")], str(aug)
-        raise FileNotFoundError(
-            f"{voc_root}: no SBD found for train_aug: pass sbd_root or put SegmentationClassAug/ under the VOC root"
-        )
-    sbd_root = Path(sbd_root)
-    if not sbd_root.is_dir():
-        raise FileNotFoundError(f"{sbd_root}: SBD root not found")
-    for base in (sbd_root, sbd_root / "dataset"):  # benchmark_RELEASE/ or benchmark_RELEASE/dataset/
-        lists = [base / "train.txt", base / "val.txt"]
-        if any(p.is_file() for p in lists):
-            found = [p for p in lists if p.is_file()]
-            return [name for p in found for name in _read_ids(p)], " + ".join(map(str, found))
-        if (base / "cls").is_dir():
-            return [p.stem for p in (base / "cls").glob("*.mat")], str(base / "cls")
-    for folder in (sbd_root / "SegmentationClassAug", sbd_root):
-        pngs = [p.stem for p in folder.glob("*.png")] if folder.is_dir() else []
-        if pngs:
-            return pngs, str(folder)
-    raise FileNotFoundError(
-        f"{sbd_root}: no SBD ids found (looked for train.txt/val.txt, dataset/train.txt, cls/*.mat, "
-        "SegmentationClassAug/*.png)"
-    )
-
-
-def build_train_aug(
-    voc_root: Path, sbd_root: Path | None = None, *, expect_voc_counts: bool | None = None
-) -> list[str]:
-    """train_aug ids: VOC train ∪ SBD (train + val) − VOC val, sorted.
-
-    SBD ids come from SBD's train.txt/val.txt (or cls/*.mat) under `sbd_root`, or from the PNGs of a
-    SegmentationClassAug folder (under `sbd_root`, else under `voc_root`). With `expect_voc_counts`
-    (default: when `voc_root` is named VOC2012, i.e. looks like the real devkit) the sizes are compared
-    with VOC 2012's 10,582 train_aug / 1,449 val / 1,456 test ids and any difference is warned about.
-    """
-    voc_root = Path(voc_root)
-    train, val = read_split(voc_root, "train"), read_split(voc_root, "val")
-    sbd, source = _sbd_ids(voc_root, sbd_root)
-    ids = sorted((set(train) | set(sbd)) - set(val))
-    if expect_voc_counts is None:
-        expect_voc_counts = voc_root.absolute().name == "VOC2012"
-    if expect_voc_counts:
-        counts = {"train_aug": len(ids), "val": len(val)}
-        names = {
-            "train_aug": f"train_aug ({_list_path(voc_root, 'train')} + {source} - {_list_path(voc_root, 'val')})",
-            "val": str(_list_path(voc_root, "val")),
-        }
-        if _list_path(voc_root, "test").is_file():
-            counts["test"] = len(read_split(voc_root, "test"))
-            names["test"] = str(_list_path(voc_root, "test"))
-        for key, count in counts.items():
-            if count != VOC_COUNTS[key]:
-                warnings.warn(
-                    f"{names[key]}: {count:,} ids, VOC 2012 has {VOC_COUNTS[key]:,} for {key}", stacklevel=2
-                )
-    return ids

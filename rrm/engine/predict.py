@@ -26,6 +26,8 @@ SERVER_DIR = Path("results/VOC2012/Segmentation")
 
 @dataclass
 class PredictSummary:
+    """Images written, and images skipped with the reason (the error message without the path)."""
+
     written: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
@@ -68,8 +70,10 @@ def predict_images(model: nn.Module, paths: Sequence[Path], out_dir: str | Path,
             image = load_image(path)
             label = label_image(model, image, scales=scales, flip=flip, crf=crf, device=device, name=str(path))
         except (OSError, ValueError) as error:
-            warnings.warn(f"skipped {error}", stacklevel=2)
-            summary.skipped.append((path, str(error)))
+            # our messages start with the file, PIL's quote it: the skip line names it once
+            reason = str(error).removeprefix(f"{path}: ").replace(f" '{path}'", "")
+            warnings.warn(f"skipped {path}: {reason}", stacklevel=2)
+            summary.skipped.append((path, reason))
             continue
         save_mask(out_dir / "masks" / f"{path.stem}.png", label)
         with atomic_path(out_dir / "overlays" / f"{path.stem}.jpg") as tmp:

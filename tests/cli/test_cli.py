@@ -54,5 +54,9 @@ def test_predict_command_writes_masks_and_counts_skips(voc_sample, tmp_path):
     result = runner.invoke(app, ["predict", str(checkpoint), str(images), "--out", str(tmp_path / "out"),
                                  "--params", str(PARAMS)])
     assert result.exit_code == 0, result.output
-    assert "wrote 1 masks" in result.output and "skipped 1" in result.output
     assert (tmp_path / "out/masks" / f"{first.stem}.png").is_file()
+    bad = images / "bad.jpg"
+    assert result.stdout.splitlines() == [
+        f"skipped {bad}: unreadable or truncated image (cannot identify image file)",
+        f"wrote 1 masks and overlays to {tmp_path / 'out'}; skipped 1"]
+    assert result.output.count(str(bad)) == 1 and "Warning" not in result.output  # no Python warning

@@ -15,11 +15,11 @@ from PIL import Image
 from rrm.data.classes import CLASSES
 from rrm.data.voc import (
     VOCSegmentation,
-    build_train_aug,
     image_labels,
     read_label_file,
     read_split,
 )
+from rrm.data.voc_prepare import build_train_aug
 from rrm.io import load_mask, save_mask
 
 SAMPLE = Path(os.environ.get("RRM_VOC_SAMPLE", "/work/shared/data/voc2012-sample"))

@@ -2,21 +2,16 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from importlib import resources
 from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from rrm.experiments.profiles import (
-    SplitCountWarning,
-    app,
-    apply_profile,
-    expand,
-    load_profile,
-    prepare_voc,
-    yaml_float,
-)
+from rrm.cli.profile import app
+from rrm.data.voc_prepare import SplitCountWarning, prepare_voc
+from rrm.experiments.profiles import apply_profile, available_profiles, expand, load_profile, yaml_float
 from rrm.experiments.settings import load_params
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,6 +45,47 @@ FIDELITY = {
                   "mining.gamma": 4.0, "train_full.lr": 1e-3, "train_full.weight_decay": 5e-4},
 }
 
+# Every resolved value of voc-paper, written out from the profile as it stood when it was a full copy of its
+# 102 keys: the overlay on voc-code must resolve to exactly these (values, kinds and order).
+VOC_PAPER = {
+    "device": "cuda", "alpha_ratio": 0.4, "data.root": "data/VOCdevkit/VOC2012",
+    "data.train_split": "train_aug", "data.val_split": "val", "data.test_split": "test",
+    "data.mask_dir": None, "data.num_workers": 4, "prepare_data.generate": False, "model.width": 1.0,
+    "model.init": "weights/ilsvrc-cls_rna-a1_cls1000_ep-0001.pth", "train_cls.freeze_bn": True,
+    "train_cls.dropout": True, "train_cls.optimizer": "sgd", "train_cls.steps": 9915,
+    "train_cls.batch_size": 16, "train_cls.crop_size": 448, "train_cls.scale_range": [0.5, 1.0],
+    "train_cls.lr": 0.1, "train_cls.weight_decay": 0.0005, "train_cls.momentum": 0.0,
+    "train_cls.checkpoint_every": 1000, "mining.rule": "paper", "mining.gamma": 4.0, "mining.gamma_low": 4.0,
+    "mining.gamma_high": 32.0, "mining.cam_min": 0.1, "mining.bg_confident": 0.8, "mining.crf_confident": 0.8,
+    "mining.cam_scales": [0.5, 1.0, 1.5, 2.0], "mining.pool_processes": 4, "mining.crf.iterations": 10,
+    "mining.crf.gauss_sxy": 3.0, "mining.crf.gauss_compat": 3.0, "mining.crf.bi_sxy": 80.0,
+    "mining.crf.bi_srgb": 13.0, "mining.crf.bi_compat": 10.0, "train_onestep.freeze_bn": True,
+    "train_onestep.optimizer": "sgd", "train_onestep.steps": 20000, "train_onestep.batch_size": 4,
+    "train_onestep.crop_size": 321, "train_onestep.scale_range": [0.7, 1.3], "train_onestep.lr": 0.001,
+    "train_onestep.weight_decay": 0.0005, "train_onestep.momentum": 0.0, "train_onestep.poly_power": 0.9,
+    "train_onestep.loss": "joint", "train_onestep.pseudo": "rrm", "train_onestep.energy.sigma_rgb": 15.0,
+    "train_onestep.energy.sigma_xy": 100.0, "train_onestep.energy.scale": 0.5,
+    "train_onestep.energy.weight": 1e-07, "train_onestep.checkpoint_every": 1000,
+    "train_full.freeze_bn": True, "train_full.dropout": True, "train_full.optimizer": "sgd",
+    "train_full.steps": 20000, "train_full.batch_size": 4, "train_full.crop_size": 321,
+    "train_full.scale_range": [0.7, 1.3], "train_full.lr": 0.001, "train_full.weight_decay": 0.0005,
+    "train_full.momentum": 0.0, "train_full.poly_power": 0.9, "train_full.checkpoint_every": 1000,
+    "evaluate.scales": [1.0], "evaluate.flip": False, "evaluate.crf.iterations": 10,
+    "evaluate.crf.gauss_sxy": 3.0, "evaluate.crf.gauss_compat": 3.0, "evaluate.crf.bi_sxy": 83.0,
+    "evaluate.crf.bi_srgb": 5.0, "evaluate.crf.bi_compat": 4.0, "export_pseudo.split": "train_aug",
+    "export_pseudo.scales": [1.0], "export_pseudo.flip": False, "export_pseudo.crf": True,
+    "deeplab.arch": "resnet101_v2", "deeplab.width": 1.0, "deeplab.batch_norm": False,
+    "deeplab.init": "weights/resnet101-63fe2227.pth", "train_deeplab.freeze_bn": True,
+    "train_deeplab.dropout": True, "train_deeplab.optimizer": "sgd", "train_deeplab.steps": 20000,
+    "train_deeplab.batch_size": 10, "train_deeplab.crop_size": 321, "train_deeplab.scale_range": [0.5, 1.5],
+    "train_deeplab.lr": 0.00025, "train_deeplab.weight_decay": 0.0005, "train_deeplab.momentum": 0.9,
+    "train_deeplab.poly_power": 0.9, "train_deeplab.checkpoint_every": 1000,
+    "evaluate_deeplab.scales": [0.75, 1.0, 1.25], "evaluate_deeplab.flip": True,
+    "evaluate_deeplab.crf.iterations": 10, "evaluate_deeplab.crf.gauss_sxy": 1.0,
+    "evaluate_deeplab.crf.gauss_compat": 3.0, "evaluate_deeplab.crf.bi_sxy": 67.0,
+    "evaluate_deeplab.crf.bi_srgb": 3.0, "evaluate_deeplab.crf.bi_compat": 4.0,
+}
+
 
 def get(params: dict, dotted: str):
     for part in dotted.split("."):
@@ -72,6 +108,47 @@ def test_profiles_differ_exactly_where_paper_and_code_do():
               "train_full.weight_decay"}
     assert {k for k in code if code[k] != paper[k]} == differ
 
+
+
+def test_voc_paper_overlay_resolves_to_the_full_profile():
+    paper = load_profile("voc-paper")
+    assert list(paper) == list(VOC_PAPER)
+    for key, value in VOC_PAPER.items():
+        assert paper[key] == value and type(paper[key]) is type(value), f"{key} = {paper[key]!r}, not {value!r}"
+    overlay = yaml.safe_load(resources.files("rrm.experiments.configs").joinpath(
+        "profiles", "voc-paper.yaml").read_text())
+    assert overlay.pop("extends") == "voc-code"
+    assert sum(len(section) if isinstance(section, dict) else 1 for section in overlay.values()) == 5
+
+
+def test_cli_show_prints_the_merged_voc_paper():
+    shown = CliRunner().invoke(app, ["show", "voc-paper", "--params", str(PARAMS)])
+    assert shown.exit_code == 0, shown.output
+    printed = {}
+    for line in shown.output.splitlines():  # "key  value  (now x)" / "(same)"
+        key, value = line.split("  (")[0].split(None, 1)
+        printed[key] = yaml.safe_load(value)
+    assert printed == VOC_PAPER and list(printed) == list(VOC_PAPER)
+    assert [type(v) for v in printed.values()] == [type(v) for v in VOC_PAPER.values()]
+
+
+def test_overlay_files_extend_by_name_or_path_and_cycles_fail(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("extends: voc-paper\ntrain_onestep.lr: 2.0e-3\n")
+    assert load_profile(mine) == VOC_PAPER | {"train_onestep.lr": 2e-3}
+    (tmp_path / "child.yaml").write_text("extends: mine.yaml\nalpha_ratio: 0.2\n")  # beside the overlay
+    assert load_profile(tmp_path / "child.yaml") == VOC_PAPER | {"train_onestep.lr": 2e-3, "alpha_ratio": 0.2}
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nalpha_ratio: 0.2\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\nalpha_ratio: 0.3\n")
+    with pytest.raises(ValueError, match=r"a\.yaml: extends forms a cycle: .*a\.yaml -> .*b\.yaml -> .*a\.yaml"):
+        load_profile(tmp_path / "a.yaml")
+    (tmp_path / "bad.yaml").write_text("extends: [voc-code]\n")
+    with pytest.raises(ValueError, match="bad.yaml: extends: expected a profile name"):
+        load_profile(tmp_path / "bad.yaml")
+    (tmp_path / "lost.yaml").write_text("extends: voc-nothing\n")
+    with pytest.raises(FileNotFoundError, match="'voc-nothing' not found; available: voc-code, voc-paper"):
+        load_profile(tmp_path / "lost.yaml")
+    assert available_profiles() == ["voc-code", "voc-paper"]
 
 @pytest.mark.parametrize("value", [1e-7, 7e-4, 2.5e-4, 1e20, 0.1, 20000.0, -3e-9])
 def test_yaml_float_reads_back_with_pyyaml(value):
@@ -156,7 +233,7 @@ def workdir(voc_tree, tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-quiet_counts = pytest.mark.filterwarnings("ignore::rrm.experiments.profiles.SplitCountWarning")
+quiet_counts = pytest.mark.filterwarnings("ignore::rrm.data.voc_prepare.SplitCountWarning")
 
 
 def _onestep_lr_line(text: str) -> str:

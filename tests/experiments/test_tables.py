@@ -1,4 +1,4 @@
-"""rrm.experiments.tables: the experiment table's `-S` expansion and dedupe, results from `dvc exp show --json`,
+"""rrm.experiments.tables (plan, runner, report): the experiment table's `-S` expansion and dedupe, results from `dvc exp show --json`,
 staleness from dvc.lock, the report (ours vs paper, "not run"), figures, and one real queue run of a
 trivial pipeline in a scratch git + DVC repository."""
 
@@ -18,9 +18,10 @@ from PIL import Image
 
 from rrm.data.classes import CLASSES
 from rrm.experiments import tables
+from rrm.experiments.settings import read_yaml
+from rrm.experiments.tables import runner
 
-REPO = Path(__file__).resolve().parents[2]
-TABLE = REPO / "experiments" / "tables.yaml"
+TABLE = tables.default_table()  # the packaged rrm/experiments/configs/tables.yaml
 PARAMS = {"data": {"root": "data/embedded", "val_split": "val", "test_split": "test"},
           "prepare_data": {"generate": True}}
 BASE = ["data.val_split=val", "deeplab.arch=vgg16_largefov", "train_onestep.pseudo=rrm"]
@@ -176,7 +177,7 @@ def test_stale_outputs_follow_params_and_upstream_hashes():
 def test_lock_floats_read_as_dvc_writes_them():
     # DVC writes 1e-5 as `1e-05`, which plain PyYAML reads as a string: every stage looked stale and
     # `rrm tables run` re-trained finished cells
-    lock = tables.read_yaml("stages:\n  train:\n    cmd: x\n    params:\n      params.yaml:\n"
+    lock = read_yaml("stages:\n  train:\n    cmd: x\n    params:\n      params.yaml:\n"
                             "        train: {weight_decay: 1e-05, lr: 2.0e-3}\n"
                             "    outs: [{path: reports/onestep/metrics.json, md5: e}]\n")
     params = {"params.yaml": {"train": {"weight_decay": 1e-5, "lr": 0.002}}}
@@ -188,12 +189,12 @@ def test_lock_floats_read_as_dvc_writes_them():
 def test_parallel_workers_split_the_cores(monkeypatch):
     """Two workers with OpenMP's default threads each would spin-wait on each other's cores."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(tables.os, "cpu_count", lambda: 8)
-    assert "OMP_NUM_THREADS" not in tables._env(1)
-    assert tables._env(2)["OMP_NUM_THREADS"] == "4"
-    assert tables._env(16)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 8)
+    assert "OMP_NUM_THREADS" not in runner._env(1)
+    assert runner._env(2)["OMP_NUM_THREADS"] == "4"
+    assert runner._env(16)["OMP_NUM_THREADS"] == "1"
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting wins
-    assert tables._env(2)["OMP_NUM_THREADS"] == "3"
+    assert runner._env(2)["OMP_NUM_THREADS"] == "3"
 
 
 def test_running_tasks_parses_queue_status():
@@ -382,7 +383,7 @@ def test_queue_and_run_in_a_scratch_repo(tmp_path, monkeypatch):
                  ["git", "add", "-A"], ["git", "commit", "-qm", "baseline"],
                  # left by an earlier, narrower run: finished, but only the one-step stage was reproduced
                  [dvc, "exp", "run", "-q", "-n", "t1-ce-r0.2", "-S", "alpha_ratio=0.2", "evaluate_onestep"]):
-        subprocess.run(args, cwd=repo, check=True, capture_output=True, env={**os.environ, **tables._env()})
+        subprocess.run(args, cwd=repo, check=True, capture_output=True, env={**os.environ, **runner._env()})
     the_plan = tables.plan(SCRATCH_TABLE)
     names = the_plan.experiments_for()
     assert names == ["t1-ce-r0.2", "t1-ce-r0.9"] and the_plan.experiment_of["t5-two-val"] == "t1-ce-r0.2"
@@ -465,10 +466,10 @@ def test_killed_run_resumes_with_only_the_missing_cells(tmp_path, monkeypatch):
     for args in (["git", "init", "-q"], ["git", "config", "user.name", "ci"],
                  ["git", "config", "user.email", "ci@example.com"], [dvc, "init", "-q"], [dvc, "repro", "-q"],
                  ["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):
-        subprocess.run(args, cwd=repo, check=True, capture_output=True, env={**os.environ, **tables._env()})
+        subprocess.run(args, cwd=repo, check=True, capture_output=True, env={**os.environ, **runner._env()})
     script = ("import json; from rrm.experiments import tables; t = json.load(open('table.json')); p = tables.plan(t); "
               "tables.queue_and_run(p.experiments_for(), 1, p, repo='.')")
-    first = subprocess.Popen([sys.executable, "-c", script], cwd=repo, env={**os.environ, **tables._env()},
+    first = subprocess.Popen([sys.executable, "-c", script], cwd=repo, env={**os.environ, **runner._env()},
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         for _ in range(600):
