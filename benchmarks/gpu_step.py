@@ -38,14 +38,15 @@ import yaml
 from mining import VOC_SAMPLE, crop_batch, fake_cams  # benchmarks/mining.py (this script's directory)
 
 from rrm.data.normalize import normalize_raw
+from rrm.engine.crf_pool import CRFPool
+from rrm.engine.mining import mine_batch
 from rrm.engine.train import TrainSettings, step_losses
 from rrm.experiments.pipeline import mining_params
 from rrm.io import write_json
 from rrm.method.cam import multiscale_cam
-from rrm.method.crf import CRFPool
 from rrm.method.energy_loss import dense_energy_loss
 from rrm.method.losses import classification_loss, split_cross_entropy
-from rrm.method.reliable import MiningParams, mine_batch
+from rrm.method.reliable import MiningParams
 from rrm.method.reliable_torch import mine_batch_torch
 from rrm.models.rrm_net import build_rrm
 

@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 
 from rrm.data.classes import IGNORE_INDEX
+from rrm.engine.crf_pool import CRFPool
 from rrm.engine.metrics import ConfusionMatrix
+from rrm.engine.mining import mine_batch
 from rrm.io import load_image, load_mask, write_json
 from rrm.method.cam import normalize_cam
-from rrm.method.crf import CRFPool
-from rrm.method.reliable import MiningParams, mine_batch
+from rrm.method.reliable import MiningParams
 
 REPO = Path(__file__).resolve().parents[1]
 # RRM_VOC_SAMPLE: where ../shared does not travel (the lent GPU machine gets a copy inside the repo)

@@ -20,12 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from rrm.data.normalize import normalize_batch
+from rrm.engine.crf_pool import CRFPool
+from rrm.engine.mining import mine_batch
 from rrm.io import write_json
 from rrm.method.cam import multiscale_cam
-from rrm.method.crf import CRFPool
 from rrm.method.energy_loss import dense_energy_loss
 from rrm.method.losses import classification_loss, split_cross_entropy
-from rrm.method.reliable import MiningParams, mine_batch
+from rrm.method.reliable import MiningParams
 from rrm.models.rrm_net import build_rrm
 
 
