@@ -2,7 +2,7 @@
 
 RRM runs the dense CRF of equation 5 on every training image at every step (twice per image in the
 authors' code), so the CRFs of a whole batch are farmed out to a process pool that lives as long as
-the training run. Besides single CRFs (``map``), the pool runs any picklable function (``submit``):
+the training run. Besides single CRFs (``map_async``), the pool runs any picklable function (``submit``):
 reliable-region mining (`rrm.engine.mining`) sends each image's CRFs and its labelling rule to one
 worker, so only the uint8 labels travel back. This module imports numpy and pydensecrf only (no torch):
 spawned workers start fast.
@@ -50,7 +50,7 @@ def _main_script_hidden() -> Iterator[None]:
 
     A 'spawn' child re-runs the parent's main script before its first task (multiprocessing's
     'prepare' step), so that functions defined there unpickle. The pool's tasks are rrm's module-level
-    functions, but a stage script or the CLI imports torch and torchvision at the top: ~6 CPU-seconds
+    functions, but a stage script or the CLI imports torch and torchvision at the top: seconds of CPU
     per worker, taken from the training or evaluation process they start next to (2 cores). While
     __main__ is a bare module, the children import only what their tasks need.
     """
@@ -171,15 +171,6 @@ class CRFPool:
         for i in sorted(range(len(jobs)), key=lambda i: -jobs[i][1].size):
             futures[i] = executor.submit(_run_job, jobs[i])
         return _Pending(futures)  # type: ignore[arg-type]
-
-    def map(
-        self,
-        images: Sequence[np.ndarray],
-        probs: Sequence[np.ndarray],
-        params: CRFParams | Sequence[CRFParams],
-    ) -> list[np.ndarray]:
-        """dense_crf over paired inputs, in parallel, order kept."""
-        return self.map_async(images, probs, params).get()
 
     @staticmethod
     def _jobs(

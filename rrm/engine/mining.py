@@ -50,14 +50,8 @@ def _whole_image_tasks(num: int, workers: int, crfs: int) -> int:
     return num if crfs == 1 or num % workers == 0 else 0
 
 
-def mine_batch_async(
-    images: np.ndarray,
-    cams: Tensor | np.ndarray,
-    labels: Tensor | np.ndarray,
-    params: MiningParams,
-    pool: CRFPool,
-    roi: np.ndarray | None = None,
-) -> MiningHandle:
+def mine_batch_async(images: np.ndarray, cams: Tensor | np.ndarray, labels: Tensor | np.ndarray,
+                     params: MiningParams, pool: CRFPool, roi: np.ndarray | None = None) -> MiningHandle:
     """Submit the batch's mining to the pool at once and return a handle; see mine_batch.
 
     When the images split evenly over the workers (N a multiple of pool.workers, always for an
@@ -95,14 +89,8 @@ def mine_batch_async(
     return MiningHandle(pending, (num, *images.shape[1:3]), params, roi)
 
 
-def mine_batch(
-    images: np.ndarray,
-    cams: Tensor | np.ndarray,
-    labels: Tensor | np.ndarray,
-    params: MiningParams,
-    pool: CRFPool,
-    roi: np.ndarray | None = None,
-) -> np.ndarray:
+def mine_batch(images: np.ndarray, cams: Tensor | np.ndarray, labels: Tensor | np.ndarray, params: MiningParams,
+               pool: CRFPool, roi: np.ndarray | None = None) -> np.ndarray:
     """Reliable labels for a batch: images (N, H, W, 3) uint8, cams (N, 20, H, W) normalised, labels
     (N, 20), roi (N, H, W) bool (False = crop padding -> 255). The whole batch goes through the pool
     together (see mine_batch_async for how it is split). Returns (N, H, W) uint8 in {0..20, 255}.

@@ -60,10 +60,6 @@ class RRMNet(ResNet38):
         """(N, D, h, w) -> (N, num_classes, h, w) logits of the segmentation branch."""
         return self.fc8_seg_conv2(F.relu(self.fc8_seg_conv1(features)))
 
-    def forward_cam(self, x: torch.Tensor) -> torch.Tensor:
-        """CAM only, skipping the segmentation head: (N, 3, H, W) -> (N, 20, h, w); for extra CAM scales."""
-        return class_activation_map(self.features(x), self.fc8.weight)
-
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
         features = self.features(x)
         # CAM and segmentation read the features before dropout7, which only feeds the classifier.

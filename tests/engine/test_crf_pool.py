@@ -30,18 +30,19 @@ def test_pool_matches_sequential_and_keeps_order(voc_sample: Path) -> None:
     params = [CRFParams(), CRFParams(iterations=5), CRFParams(bi_srgb=5.0), CRFParams()]
     expected = [dense_crf(i, p, q) for i, p, q in zip(images, probs, params, strict=True)]
     with CRFPool(2) as pool:
-        got = pool.map(images, probs, params)
+        got = pool.map_async(images, probs, params).get()
         pending = pool.map_async(images[::-1], probs[::-1], CRFParams())
         again = pending.get()
         with pytest.raises(ValueError, match="pair up"):
-            pool.map(images, probs[:2], CRFParams())
+            pool.map_async(images, probs[:2], CRFParams())
     with pytest.raises(RuntimeError, match="closed"):
-        pool.map(images, probs, params)
+        pool.map_async(images, probs, params)
     for e, g in zip(expected, got, strict=True):
         assert np.array_equal(e, g)
     assert np.array_equal(again[0], dense_crf(images[3], probs[3], CRFParams()))
     inline = CRFPool(processes=0)
-    assert all(np.array_equal(e, g) for e, g in zip(expected, inline.map(images, probs, params), strict=True))
+    sequential = inline.map_async(images, probs, params).get()
+    assert all(np.array_equal(e, g) for e, g in zip(expected, sequential, strict=True))
 
 
 def _power(base: float, exponent: int) -> float:
