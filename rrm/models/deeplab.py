@@ -21,7 +21,6 @@ sec. 4.1); the exact taps of their Caffe conversion are not published, these are
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -33,9 +32,8 @@ from torchvision.models.resnet import Bottleneck, conv1x1
 
 from rrm.io import load_torch
 from rrm.models.layers import DilatedConv2d, FreezableBatchNorm, lr_groups, scaled
-from rrm.models.weights import load_state_dict_checked, unwrap_state
+from rrm.models.weights import load_initial_weights, unwrap_state
 
-log = logging.getLogger(__name__)
 ASPP_RATES = (6, 12, 18, 24)
 # torchvision's vgg16 `features` layout: channel count for a conv, "M" for a pooling layer.
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -255,16 +253,7 @@ def load_imagenet_weights(model: nn.Module, path: str | os.PathLike, *, arch: st
     source = str(path)
     mapped, dropped = imagenet_to_deeplab(unwrap_state(load_torch(path), source=source), arch)
     fresh = ("fc6.", "fc7.", "fc8.") if arch == "vgg16_largefov" else ("aspp.",)
-    load_state_dict_checked(model, mapped, source=source, allow_missing=fresh)
-    notes = [f"dropped ImageNet classifier entry {key}" for key in dropped]
-    notes += [
-        f"{layer.rstrip('.')} not in file: keeps its fresh initialisation"
-        for layer in fresh
-        if not any(k.startswith(layer) for k in mapped)
-    ]
-    for note in notes:
-        log.warning("%s: %s", source, note)
-    return notes
+    return load_initial_weights(model, mapped, source=source, fresh=fresh, dropped=dropped)
 
 
 def build_deeplab(

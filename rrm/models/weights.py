@@ -83,6 +83,23 @@ def unwrap_state(obj: Any, *, source: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def load_initial_weights(
+    model: nn.Module, state: Mapping[str, Any], *, source: str, fresh: Sequence[str], dropped: Sequence[str] = ()
+) -> list[str]:
+    """load_state_dict_checked with the layers starting with a `fresh` prefix allowed to be absent; returns
+    (and logs as warnings) notes: the `dropped` file entries, and each fresh layer the file lacks."""
+    load_state_dict_checked(model, state, source=source, allow_missing=fresh)
+    notes = [f"dropped ImageNet classifier entry {key}" for key in dropped]
+    notes += [
+        f"{layer.rstrip('.')} not in file: keeps its fresh initialisation"
+        for layer in fresh
+        if not any(k.startswith(layer) for k in state)
+    ]
+    for note in notes:
+        log.warning("%s: %s", source, note)
+    return notes
+
+
 def load_rrm_weights(model: nn.Module, path: str | os.PathLike) -> list[str]:
     """Initialise an RRMNet from one of the weight files users have; returns notes on what was not loaded.
 
@@ -94,19 +111,10 @@ def load_rrm_weights(model: nn.Module, path: str | os.PathLike) -> list[str]:
     """
     source = str(path)
     state = unwrap_state(load_torch(path), source=source)
-    notes = []
-    for key in list(state):
-        if (
-            key.startswith(("fc8.", "linear1000", "fc."))
-            and state[key].dim() >= 1
-            and state[key].shape[0] == _IMAGENET_CLASSES
-        ):
-            del state[key]
-            notes.append(f"dropped ImageNet classifier entry {key}")
-    load_state_dict_checked(model, state, source=source, allow_missing=model.new_layers)
-    for head in model.new_layers:
-        if not any(k.startswith(head) for k in state):
-            notes.append(f"{head.rstrip('.')} not in file: keeps its fresh initialisation")
-    for note in notes:
-        log.warning("%s: %s", source, note)
-    return notes
+    dropped = [
+        key
+        for key, value in state.items()
+        if key.startswith(("fc8.", "linear1000", "fc.")) and value.dim() >= 1 and value.shape[0] == _IMAGENET_CLASSES
+    ]
+    kept = {key: value for key, value in state.items() if key not in dropped}
+    return load_initial_weights(model, kept, source=source, fresh=model.new_layers, dropped=dropped)
