@@ -14,17 +14,17 @@
 
 Runs alternate ours / pydensecrf so that load from other processes hits both alike; medians (and
 minima) of wall time and the median CPU time are reported, with torch at the machine's thread
-count and at one thread (pydensecrf is single-threaded). OMP_WAIT_POLICY defaults to PASSIVE (see
-the end of the file). GPU timings when CUDA is present. Writes reports/bench/energy_loss.json.
+count and at one thread (pydensecrf is single-threaded). The process keeps the OpenMP wait policy it
+was started with (recorded in the JSON); to compare policies, run it twice, e.g. once with
+OMP_WAIT_POLICY=PASSIVE --out reports/bench/energy_loss_passive.json. GPU timings when CUDA is present.
+Writes reports/bench/energy_loss.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,34 +33,25 @@ import numpy as np
 import pydensecrf.densecrf as dcrf
 import torch
 import torch.nn.functional as F
-from mining import NAMES, VOC_SAMPLE  # benchmarks/mining.py (this script's directory): the same photos
-from PIL import Image
+from common import (
+    BENCH_DIR,
+    NAMES,
+    VOC_SAMPLE,
+    machine_info,
+    resized_batch,
+    smooth_logits,
+    sync,
+    write_report,
+)
 from pydensecrf.utils import unary_from_softmax
 
-from rrm.io import load_image, load_mask, write_json
+from rrm.method.crf import CRFParams, dense_crf
 from rrm.method.crf_torch import dense_crf_torch
 from rrm.method.energy_loss import dense_energy_loss
 from rrm.method.permutohedral import PermutohedralLattice, bilateral_features, exact_gaussian_filter
 
-REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "reports" / "bench" / "energy_loss.json"
-
-
-def load_batch(size: int, names: tuple[str, ...] = NAMES) -> tuple[torch.Tensor, torch.Tensor]:
-    """Photos resized to size x size: images (N, 3, S, S) float 0..255, VOC masks (N, S, S) long."""
-    images, masks = [], []
-    for name in names:
-        photo = Image.fromarray(load_image(VOC_SAMPLE / "JPEGImages" / f"{name}.jpg"))
-        mask = Image.fromarray(load_mask(VOC_SAMPLE / "SegmentationClass" / f"{name}.png"))
-        images.append(np.asarray(photo.resize((size, size), Image.BILINEAR)))
-        masks.append(np.asarray(mask.resize((size, size), Image.NEAREST)).astype(np.int64))
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float(), torch.from_numpy(np.stack(masks))
-
-
-def smooth_softmax(n: int, k: int, size: int, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(n, k, max(size // 20, 2), max(size // 20, 2), generator=gen) * 3
-    return F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False).softmax(1)
+# pydensecrf's mining CRF: the authors' kernels (AffinityNet's), 10 mean-field iterations
+MINING_CRF = CRFParams(iterations=10, gauss_sxy=3.0, gauss_compat=3.0, bi_sxy=80.0, bi_srgb=13.0, bi_compat=10.0)
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, float]:
@@ -106,15 +97,7 @@ def pydensecrf_one_iteration(images: np.ndarray, probs: np.ndarray, sxy: float, 
 
 
 def pydensecrf_mining(images: np.ndarray, probs: np.ndarray) -> list[np.ndarray]:
-    out = []
-    for image, prob in zip(images, probs, strict=True):
-        k, h, w = prob.shape
-        crf = dcrf.DenseCRF2D(w, h, k)
-        crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(prob)))
-        crf.addPairwiseGaussian(sxy=3, compat=3)
-        crf.addPairwiseBilateral(sxy=80, srgb=13, rgbim=image, compat=10)
-        out.append(np.array(crf.inference(10)).reshape(k, h, w))
-    return out
+    return [dense_crf(image, prob, MINING_CRF) for image, prob in zip(images, probs, strict=True)]
 
 
 def energy_step(images: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, **kwargs: float) -> None:
@@ -122,18 +105,17 @@ def energy_step(images: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor,
     roi = torch.ones(labels.shape, device=probs.device)
     loss = dense_energy_loss(images, leaf, roi, labels, **kwargs)
     loss.backward()
-    if probs.device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(probs.device)
 
 
 def calibration(count: int) -> dict[str, float]:
     """Lattice vs exact Gaussian at 161 px, sigma_xy 50, sigma_rgb 15, K = 21 (float64 reference)."""
     names = tuple(Path(VOC_SAMPLE / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[:count])
-    images, _ = load_batch(161, names)
+    images, _ = resized_batch(161, names)
     ratios, errors = [], []
     for n, image in enumerate(images):
         features = bilateral_features(image, sigma_xy=50, sigma_rgb=15)
-        probs = smooth_softmax(1, 21, 161, seed=n)[0].reshape(21, -1).t().contiguous()
+        probs = smooth_logits(1, 21, 161, seed=n).softmax(1)[0].reshape(21, -1).t().contiguous()
         approx = PermutohedralLattice(features).filter(probs).double()
         exact = exact_gaussian_filter(features, probs)
         ratios.append(float((probs * approx).sum() / (probs * exact).sum()))
@@ -151,12 +133,12 @@ def calibration(count: int) -> dict[str, float]:
 
 
 def bench_energy(runs: int, thread_counts: list[int]) -> dict[str, object]:
-    images, masks = load_batch(161)
-    probs = smooth_softmax(4, 21, 161)
+    images, masks = resized_batch(161)
+    probs = smooth_logits(4, 21, 161).softmax(1)
     labels = masks.clone()
     labels[torch.rand(labels.shape, generator=torch.Generator().manual_seed(1)) > 0.3] = 255
     np_images = np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy().astype(np.uint8))
-    big_images, _ = load_batch(321)
+    big_images, _ = resized_batch(321)
     big_probs = F.interpolate(probs, size=(321, 321), mode="bilinear", align_corners=False)
     big_labels = F.interpolate(labels[:, None].float(), size=(321, 321), mode="nearest")[:, 0].long()
     ours, reference = "ours_161_fwd_bwd", "pydensecrf_161_bilateral_1iter"
@@ -188,7 +170,7 @@ def bench_energy(runs: int, thread_counts: list[int]) -> dict[str, object]:
 
 
 def bench_crf(runs: int, thread_counts: list[int]) -> dict[str, object]:
-    images, masks = load_batch(321)
+    images, masks = resized_batch(321)
     np_images = np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy().astype(np.uint8))
     onehot = F.one_hot(masks.where(masks != 255, 0), 21).permute(0, 3, 1, 2).float()
     noise = 1.5 * torch.randn(onehot.shape, generator=torch.Generator().manual_seed(2))
@@ -228,25 +210,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--crf-runs", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "energy_loss.json")
     parser.add_argument("--calibration", type=int, default=0, help="images for the 161-px calibration (slow)")
     args = parser.parse_args()
     threads = os.cpu_count() or 1
     thread_counts = sorted({threads, 1}, reverse=True)
     cuda = torch.cuda.is_available()
-    report: dict[str, object] = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpu_count": threads,
-            "load_average": os.getloadavg(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "nice": os.nice(0),
-            "torch": torch.__version__,
-            "device": torch.cuda.get_device_name() if cuda else "cpu",
-        },
-        "images": list(NAMES),
-    }
-    print(f"{platform.platform()}, {threads} CPUs, torch {torch.__version__}, load {os.getloadavg()}")
+    machine = machine_info(torch.device("cuda") if cuda else None)
+    report: dict[str, object] = {"machine": machine, "images": list(NAMES)}
+    print(f"{machine['platform']}, {threads} CPUs, torch {torch.__version__}, load {machine['load_average']}, "
+          f"OMP_WAIT_POLICY {machine['omp_wait_policy']}")
     report["energy_loss_batch4_161px_k21"] = bench_energy(args.runs, thread_counts)
     report["dense_crf_batch4_321px_k21"] = bench_crf(args.crf_runs, thread_counts)
     if not cuda:
@@ -256,14 +229,8 @@ def main() -> None:
     if args.calibration:
         report["calibration_161px"] = calibration(args.calibration)
         print(f"calibration at 161 px: {report['calibration_161px']}")
-    write_json(OUT, report)
-    print(f"wrote {OUT}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":
-    if "OMP_WAIT_POLICY" not in os.environ:
-        # On a shared machine OpenMP threads spin while another process holds a core, and every
-        # torch op then waits for a scheduler slice (measured here: 1.8 s instead of 0.08 s per
-        # energy-loss step at 2 threads). OpenMP reads this at start-up, hence the re-exec.
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     main()

@@ -14,7 +14,7 @@ b. One ResNet-38 training step (forward, multi-scale CAM, mining, CE + energy, b
 c. Agreement: energy loss CPU vs device (relative difference <= 1e-4), torch vs pydensecrf mining
    (pixels equal >= 99%).
 
-CAMs are made from the ground-truth masks (benchmarks/mining.py's fake_cams). Each part runs on its
+CAMs are made from the ground-truth masks (common.fake_cams). Each part runs on its
 own: a failure prints its traceback and the others still run; the JSON (reports/bench/gpu_step.json)
 is written in any case.
 """
@@ -22,80 +22,37 @@ is written in any case.
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
-from mining import VOC_SAMPLE, crop_batch, fake_cams  # benchmarks/mining.py (this script's directory)
+from common import BENCH_DIR, REPO, Inputs, energy_loss, machine_info, median_ms, read_params, write_report
 
 from rrm.data.normalize import normalize_raw
+from rrm.engine.crf_pool import CRFPool
+from rrm.engine.mining import mine_batch
 from rrm.engine.train import TrainSettings, step_losses
 from rrm.experiments.pipeline import mining_params
-from rrm.io import write_json
 from rrm.method.cam import multiscale_cam
-from rrm.method.crf import CRFPool
-from rrm.method.energy_loss import dense_energy_loss
 from rrm.method.losses import classification_loss, split_cross_entropy
-from rrm.method.reliable import MiningParams, mine_batch
+from rrm.method.reliable import MiningParams
 from rrm.method.reliable_torch import mine_batch_torch
 from rrm.models.rrm_net import build_rrm
 
-REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"mining_energy_ms": 15.0, "step_ms": 180.0, "step_speedup": 5.0, "energy_rel_diff": 1e-4,
            "mining_agreement": 0.99}
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_ms(fn: Callable[[], object], device: torch.device, warmup: int, runs: int) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "runs_ms": times}
-
-
-class Inputs:
-    """Four real crops on the host and on the device: uint8 images, raw / normalised tensors, CAMs,
-    labels (kept on the host, as the data loader gives them), roi, and smooth segmentation logits."""
-
-    def __init__(self, crop: int, batch: int, device: torch.device) -> None:
-        images, masks, roi = crop_batch(VOC_SAMPLE, crop)
-        reps = -(-batch // len(images))  # more than 4 images: repeat the crops
-        self.images = np.concatenate([images] * reps)[:batch]
-        masks, roi = np.concatenate([masks] * reps)[:batch], np.concatenate([roi] * reps)[:batch]
-        self.cams, self.labels = fake_cams(masks)
-        self.raw = torch.from_numpy(self.images).permute(0, 3, 1, 2).float().contiguous()
-        self.roi = torch.from_numpy(roi)
-        gen = torch.Generator().manual_seed(0)
-        logits = torch.randn(batch, 21, max(crop // 20, 2), max(crop // 20, 2), generator=gen) * 3
-        self.logits = F.interpolate(logits, size=(crop, crop), mode="bilinear", align_corners=False)
-        self.device = device
-        self.raw_d, self.cams_d = self.raw.to(device), self.cams.to(device)
-        self.roi_d, self.logits_d = self.roi.to(device), self.logits.to(device)
-
-    def batch(self) -> dict[str, torch.Tensor]:
-        """A training batch as the DataLoader gives it (host tensors, pinned on a GPU machine)."""
-        batch = {"image": normalize_raw(self.raw), "labels": self.labels, "raw": self.raw,
-                 "roi": self.roi.float()}
-        return {k: v.pin_memory() for k, v in batch.items()} if self.device.type == "cuda" else batch
+def training_batch(inputs: Inputs) -> dict[str, torch.Tensor]:
+    """A training batch as the DataLoader gives it (host tensors, pinned on a GPU machine)."""
+    batch = {"image": normalize_raw(inputs.raw), "labels": inputs.labels, "raw": inputs.raw,
+             "roi": inputs.roi.float()}
+    return {k: v.pin_memory() for k, v in batch.items()} if inputs.device.type == "cuda" else batch
 
 
 def mining_and_energy(inputs: Inputs, mining: MiningParams, energy: dict) -> torch.Tensor:
@@ -105,12 +62,6 @@ def mining_and_energy(inputs: Inputs, mining: MiningParams, energy: dict) -> tor
     loss = energy_loss(inputs.raw_d, logits.softmax(1), inputs.roi_d, target, energy)
     loss.backward()
     return loss
-
-
-def energy_loss(raw: torch.Tensor, probs: torch.Tensor, roi: torch.Tensor, target: torch.Tensor,
-                energy: dict) -> torch.Tensor:
-    return dense_energy_loss(raw, probs, roi, target, sigma_rgb=energy["sigma_rgb"],
-                             sigma_xy=energy["sigma_xy"], scale=energy["scale"], weight=energy["weight"])
 
 
 def authors_step(model: nn.Module, batch: dict, s: TrainSettings, device: torch.device) -> torch.Tensor:
@@ -194,7 +145,7 @@ def part_b(args: argparse.Namespace, params: dict, device: torch.device, out: di
     if cuda:
         model = model.to(memory_format=torch.channels_last)
 
-    batch = inputs.batch()  # pinned once, as the DataLoader's pin thread delivers it
+    batch = training_batch(inputs)  # pinned once, as the DataLoader's pin thread delivers it
 
     def ours_loss() -> torch.Tensor:
         return sum(step_losses(model, batch, ours, None, device).values())  # type: ignore[return-value]
@@ -236,14 +187,12 @@ def main() -> None:
     parser.add_argument("--step-runs", type=int, default=5, help="timed steps of ours (after 2 warm-ups)")
     parser.add_argument("--authors-runs", type=int, default=3, help="timed steps of the authors' (after 1)")
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
-    parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench" / "gpu_step.json")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "gpu_step.json")
     args = parser.parse_args()
     device = torch.device(args.device)
-    with open(args.params) as handle:
-        params = yaml.safe_load(handle)
-    machine = {"platform": platform.platform(), "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
-               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
-    print(f"machine: {machine['device']} (torch {torch.__version__}, {machine['cpu_threads']} CPU threads)")
+    params = read_params(args.params)
+    machine = machine_info(device)
+    print(f"machine: {machine['device']} (torch {torch.__version__}, {machine['torch_threads']} CPU threads)")
     out: dict = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                  "machine": machine, "targets": TARGETS, "errors": {}}
     try:
@@ -259,12 +208,11 @@ def main() -> None:
                 torch.cuda.empty_cache()
     finally:
         out["verdicts"] = verdicts(out)
-        write_json(args.out, out)
+        write_report(args.out, out)
     print("targets" + (" (set for an H100 at full settings)" if device.type != "cuda" else "") + ":")
     for name, verdict in out["verdicts"].items():
         print(f"  {name:18s} target {'<=' if name in ('mining_energy_ms', 'step_ms', 'energy_rel_diff') else '>='} "
               f"{TARGETS[name]:g}: {verdict}")
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

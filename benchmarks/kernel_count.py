@@ -17,7 +17,6 @@ Writes reports/bench/kernel_count.json.
 from __future__ import annotations
 
 import argparse
-import platform
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,19 +24,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import yaml
-from gpu_step import Inputs, energy_loss  # benchmarks/gpu_step.py (this script's directory)
+from common import BENCH_DIR, REPO, Inputs, energy_loss, machine_info, read_params, write_report
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import rrm.method.crf_torch
 import rrm.method.energy_loss
 import rrm.method.permutohedral
 from rrm.experiments.pipeline import mining_params
-from rrm.io import write_json
 from rrm.method.permutohedral import PermutohedralLattice
 from rrm.method.reliable_torch import mine_batch_torch
 
-REPO = Path(__file__).resolve().parents[1]
 # Ops that return a host value (item(), int(), a data-dependent size): each is a device sync on CUDA.
 HOST_SYNC_OPS = {"aten._local_scalar_dense", "aten.nonzero", "aten.unique", "aten._unique2",
                  "aten.masked_select", "aten.repeat_interleave", "aten.equal", "aten.is_nonzero"}
@@ -99,10 +95,9 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=321)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
-    parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench" / "kernel_count.json")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "kernel_count.json")
     args = parser.parse_args()
-    with open(args.params) as handle:
-        params = yaml.safe_load(handle)
+    params = read_params(args.params)
     inputs = Inputs(args.crop, args.batch, torch.device("cpu"))
     mining = mining_params(params)
     one_iteration = replace(mining, crf=replace(mining.crf, iterations=1))
@@ -126,13 +121,12 @@ def main() -> None:
     out["total_host_syncs"] = (out["mining"]["host_syncs"]  # type: ignore[operator]
                                + out["energy_loss_fwd_bwd"]["host_syncs"])
     out["settings"] = {"crop": args.crop, "batch": args.batch, "crf_iterations": iterations, "rule": mining.rule}
-    out["machine"] = {"platform": platform.platform(), "torch": torch.__version__}
+    out["machine"] = machine_info()
     for part in ("mining", "mining_one_iteration", "energy_loss_fwd_bwd"):
         print(f"{part:26s} {out[part]['ops']:5d} ops, {out[part]['host_syncs']:3d} host syncs")
     print(f"mean-field loop: {out['mean_field_ops_per_iteration']:.0f} ops per iteration "
           f"(x {iterations}); total {out['total_ops']} ops, {out['total_host_syncs']} host syncs")
-    write_json(args.out, out)
-    print(f"wrote {args.out}")
+    write_report(args.out, out)
 
 
 if __name__ == "__main__":

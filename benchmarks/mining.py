@@ -2,11 +2,10 @@
 
     python benchmarks/mining.py [--workers 2 --runs 9 --crop 321]
 
-Four real VOC sample photos, cropped (and padded) to 321x321 like a training batch; CAMs are faked from
-the ground-truth masks (blurred one-hot + noise, normalised), so the CRFs see realistic label counts and
-shapes. Rule "code": two CRFs per image, eight per batch. Both variants run the same code per image (its
-two CRFs, sharing their kernels, then its rule): the pool sends each image to a worker, the sequential
-variant runs them one after another in this process. Runs alternate pool / inline so that load from
+Four real VOC sample photos, cropped (and padded) to 321x321 like a training batch; CAMs are made from
+the ground-truth masks (common.fake_cams). Rule "code": two CRFs per image, eight per batch. Both
+variants run the same code per image (its two CRFs, sharing their kernels, then its rule): the pool
+sends each image to a worker, the sequential variant runs them one after another in this process. Runs alternate pool / inline so that load from
 other processes hits both alike; medians are reported (also the median of the per-run ratios, which
 drifts of the machine's speed between runs affect less), with the CPU share other processes took
 meanwhile (read from /proc; a busy neighbour steals the pool's second core). Writes
@@ -17,55 +16,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from common import BENCH_DIR, NAMES, crop_batch, fake_cams, machine_info, write_report
 
 from rrm.data.classes import IGNORE_INDEX
+from rrm.engine.crf_pool import CRFPool
 from rrm.engine.metrics import ConfusionMatrix
-from rrm.io import load_image, load_mask, write_json
-from rrm.method.cam import normalize_cam
-from rrm.method.crf import CRFPool
-from rrm.method.reliable import MiningParams, mine_batch
-
-REPO = Path(__file__).resolve().parents[1]
-# RRM_VOC_SAMPLE: where ../shared does not travel (the lent GPU machine gets a copy inside the repo)
-VOC_SAMPLE = Path(os.environ.get("RRM_VOC_SAMPLE", REPO.parent / "shared" / "data" / "voc2012-sample"))
-NAMES = ("2007_000063", "2007_000364", "2007_000392", "2007_000768")
-
-
-def crop_batch(root: Path, crop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centre crops padded to crop x crop: images (N, crop, crop, 3) uint8, masks (N, crop, crop), roi."""
-    images = np.zeros((len(NAMES), crop, crop, 3), np.uint8)
-    masks = np.full((len(NAMES), crop, crop), IGNORE_INDEX, np.uint8)
-    roi = np.zeros((len(NAMES), crop, crop), bool)
-    for n, name in enumerate(NAMES):
-        image = load_image(root / "JPEGImages" / f"{name}.jpg")
-        mask = load_mask(root / "SegmentationClass" / f"{name}.png")
-        h, w = min(crop, image.shape[0]), min(crop, image.shape[1])
-        y, x = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
-        images[n, :h, :w], masks[n, :h, :w] = image[y:y + h, x:x + w], mask[y:y + h, x:x + w]
-        roi[n, :h, :w] = True
-    return images, masks, roi
-
-
-def fake_cams(masks: np.ndarray, seed: int = 0, sigma: float = 8.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blurred one-hot GT + uniform noise, normalised per class (eq. 3): (N, 20, H, W), labels (N, 20)."""
-    target = torch.from_numpy(masks.astype(np.int64))
-    onehot = torch.stack([(target == c + 1).float() for c in range(20)], dim=1)
-    labels = (onehot.amax(dim=(2, 3)) > 0).float()
-    radius = int(3 * sigma)
-    kernel = torch.exp(-torch.arange(-radius, radius + 1).float() ** 2 / (2 * sigma**2))
-    kernel = (kernel / kernel.sum()).view(1, 1, 1, -1).repeat(20, 1, 1, 1)
-    blurred = F.conv2d(onehot, kernel, padding=(0, radius), groups=20)
-    blurred = F.conv2d(blurred, kernel.transpose(2, 3), padding=(radius, 0), groups=20)
-    noise = torch.rand(blurred.shape, generator=torch.Generator().manual_seed(seed))
-    return normalize_cam(torch.relu(blurred + 0.3 * noise - 0.1), labels), labels
+from rrm.engine.mining import mine_batch
+from rrm.method.reliable import MiningParams
 
 
 def timed(fn) -> tuple[float, float, np.ndarray]:
@@ -97,30 +59,15 @@ def foreign_cpu_seconds(before: dict, after: dict) -> float:
     return sum(cpu - before.get(pid, (0, 0.0))[1] for pid, (_, cpu) in after.items() if pid not in ours)
 
 
-def machine_info() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "numpy": np.__version__, "torch": torch.__version__,
-            "nice": os.nice(0), "autogroup": _read("/proc/self/autogroup")}
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return ""
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--crop", type=int, default=321)
-    parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench" / "mining.json")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "mining.json")
     args = parser.parse_args()
 
-    images, masks, roi = crop_batch(VOC_SAMPLE, args.crop)
+    images, masks, roi = crop_batch(args.crop)
     cams, labels = fake_cams(masks)
     params = MiningParams(rule="code")
     load_before = os.getloadavg()
@@ -161,14 +108,13 @@ def main() -> None:
         "other_processes_cpu_share_during_sequential": share_seq,
         "machine": {**machine_info(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
     }
-    write_json(args.out, result)
     print(f"mining, batch {len(NAMES)} x {args.crop}^2, rule code ({2 * len(NAMES)} CRFs): "
           f"pool({args.workers}) {pool_s:.3f} s, sequential {seq_s:.3f} s, speedup {seq_s / pool_s:.2f}x "
           f"(median of {args.runs}; median of the per-run ratios {result['speedup_median_of_runs']:.2f}x); "
           f"labelled {labelled:.1%}, precision {quality.pixel_accuracy():.1%}")
     print(f"other processes took {share_pool:.0%} of the CPU during the pool runs, {share_seq:.0%} during the "
           "sequential ones" + (" -- not an idle machine: the speedup is understated" if share_pool > 0.05 else ""))
-    print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,14 @@
 
 Inputs are generated (random images with blob objects), so it needs no dataset. Prints a table of
 median milliseconds per part and the share of the step; writes reports/bench/step_profile[_<tag>].json.
+The OpenMP wait policy is the one the process started with (recorded under "machine"); to put PASSIVE
+next to the default, run it once more as `OMP_WAIT_POLICY=PASSIVE python benchmarks/step_profile.py
+--tag passive`.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections import defaultdict
@@ -18,14 +20,15 @@ from collections import defaultdict
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import BENCH_DIR, machine_info, sync, write_report
 
 from rrm.data.normalize import normalize_batch
-from rrm.io import write_json
+from rrm.engine.crf_pool import CRFPool
+from rrm.engine.mining import mine_batch
 from rrm.method.cam import multiscale_cam
-from rrm.method.crf import CRFPool
 from rrm.method.energy_loss import dense_energy_loss
 from rrm.method.losses import classification_loss, split_cross_entropy
-from rrm.method.reliable import MiningParams, mine_batch
+from rrm.method.reliable import MiningParams
 from rrm.models.rrm_net import build_rrm
 
 
@@ -41,11 +44,6 @@ def fake_batch(batch: int, crop: int, seed: int = 0) -> tuple[torch.Tensor, torc
             labels[i, c] = 1
     images = normalize_batch(raw)
     return images, torch.from_numpy(raw).permute(0, 3, 1, 2).float(), labels
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def profile(width: float, crop: int, batch: int, steps: int, device: torch.device, processes: int) -> dict:
@@ -102,10 +100,8 @@ def main() -> None:
     for name, ms in result["parts_ms"].items():
         print(f"  {name:<18} {ms:9.1f} ms  {ms / result['step_ms']:6.1%}")
     print(f"  {'total':<18} {result['step_ms']:9.1f} ms")
-    machine = {"platform": platform.platform(), "cpus": torch.get_num_threads(), "torch": torch.__version__,
-               "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"}
     name = f"step_profile_{args.tag}" if args.tag else "step_profile"
-    write_json(f"reports/bench/{name}.json", {"settings": vars(args), "machine": machine, **result})
+    write_report(BENCH_DIR / f"{name}.json", {"settings": vars(args), "machine": machine_info(device), **result})
 
 
 if __name__ == "__main__":

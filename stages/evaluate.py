@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import sys
 
+from rrm.engine.crf_pool import CRFPool
 from rrm.engine.evaluate import evaluate_segmentation
 from rrm.experiments.pipeline import crf_params, dataset, device, load_model
 from rrm.experiments.settings import load_params
-from rrm.method.crf import CRFPool
 
 
 def main(model_path: str, out_dir: str, section: str = "evaluate") -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from rrm.engine.crf_pool import CRFPool
 from rrm.engine.evaluate import export_pseudo
 from rrm.experiments.pipeline import crf_params, dataset, device, load_model
 from rrm.experiments.settings import load_params
-from rrm.method.crf import CRFPool
 
 
 def main() -> None:

@@ -6,10 +6,10 @@ Columns: image, CAM and reliable regions (models/cls.pt, as evaluate_cam), one-s
 
 from __future__ import annotations
 
+from rrm.engine.crf_pool import CRFPool
 from rrm.engine.qualitative import Inference, first_ids, qualitative_grid
 from rrm.experiments.pipeline import crf_params, dataset, device, load_model, mining_params
 from rrm.experiments.settings import load_params
-from rrm.method.crf import CRFPool
 
 OUT = "reports/figures/qualitative.png"
 

@@ -15,9 +15,8 @@ MIN_SIDE = 8  # below one output-stride-8 cell the networks have nothing to pred
 
 
 def segmentation_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(N, 21, h, w) logits at feature resolution: RRMNet's 'seg' or DeepLab's 'out'."""
-    out = model(x)
-    return out["seg"] if "seg" in out else out["out"]
+    """(N, 21, h, w) logits at feature resolution: the "seg" output every segmentation network returns."""
+    return model(x)["seg"]
 
 
 @torch.no_grad()

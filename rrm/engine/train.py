@@ -34,13 +34,14 @@ from rrm.data.classes import IGNORE_INDEX
 from rrm.data.transforms import TrainBatchCollate
 from rrm.data.voc import VOCSegmentation
 from rrm.engine import distributed
+from rrm.engine.crf_pool import CRFPool
 from rrm.engine.inference import segmentation_logits
+from rrm.engine.mining import mine_batch
 from rrm.io import load_torch, save_torch
 from rrm.method.cam import multiscale_cam
-from rrm.method.crf import CRFPool
 from rrm.method.energy_loss import dense_energy_loss
 from rrm.method.losses import classification_loss, split_cross_entropy, split_targets
-from rrm.method.reliable import MiningParams, mine_batch, mine_cam_only
+from rrm.method.reliable import MiningParams, mine_cam_only
 from rrm.method.reliable_torch import mine_batch_torch, mine_cam_only_torch
 from rrm.models.deeplab import build_deeplab
 from rrm.models.rrm_net import build_rrm

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rrm.data.classes import IGNORE_INDEX
-from rrm.method.crf import CRFParams, CRFPool, Handle, dense_crf, dense_crfs
+from rrm.method.crf import CRFParams, dense_crf, dense_crfs
 
 if TYPE_CHECKING:  # torch stays out of the CRF workers, which import this module to mine an image
     from torch import Tensor
@@ -39,8 +39,9 @@ class MiningParams:
     CRF background exponents; gamma_high also makes its CAM label map. cam_min: CAM floor before the
     code rule's percentile. bg_confident: background-score threshold for confident background.
     crf_confident: minimum CRF posterior for a CRF-confident pixel. crf: kernel settings (eq. 5).
-    crf_backend: "pydensecrf" (the authors' CRF, on the CPU: mine_batch) or "torch" (the same CRF
-    on the permutohedral lattice, on the tensors' device: rrm.method.reliable_torch.mine_batch_torch).
+    crf_backend: "pydensecrf" (the authors' CRF, on the CPU: rrm.engine.mining.mine_batch) or "torch"
+    (the same CRF on the permutohedral lattice, on the tensors' device:
+    rrm.method.reliable_torch.mine_batch_torch).
     """
 
     rule: str = "code"
@@ -66,13 +67,15 @@ class MiningParams:
                 raise ValueError(f"MiningParams.{name} must be > 0, got {getattr(self, name)!r}")
 
 
-def _as_numpy(x: np.ndarray | Tensor) -> np.ndarray:
+def as_numpy(x: np.ndarray | Tensor) -> np.ndarray:
+    """A torch tensor (any device) or an array-like as a numpy array."""
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)  # a torch tensor
 
 
-def _prepare(image: np.ndarray, cam_norm: np.ndarray | Tensor, labels: np.ndarray | Tensor) -> Prepared:
-    """Validate one image's inputs; return (image, present-class CAMs (K-1, H, W), class ids (K,))."""
-    cam_norm, labels = _as_numpy(cam_norm).astype(np.float32, copy=False), _as_numpy(labels)
+def prepare(image: np.ndarray, cam_norm: np.ndarray | Tensor, labels: np.ndarray | Tensor) -> Prepared:
+    """Validate one image's inputs; return (image, present-class CAMs (K-1, H, W), class ids (K,)): the
+    form crf_jobs and mine_prepared take."""
+    cam_norm, labels = as_numpy(cam_norm).astype(np.float32, copy=False), as_numpy(labels)
     if cam_norm.ndim != 3:
         raise ValueError(f"cam_norm must be (20, H, W), got shape {cam_norm.shape}")
     if labels.shape != cam_norm.shape[:1]:
@@ -98,18 +101,10 @@ def _with_background(fg: np.ndarray, gamma: float) -> np.ndarray:
     return np.concatenate([bg[None], fg]).astype(np.float32)
 
 
-def crf_inputs(
-    image: np.ndarray, cam_norm: np.ndarray | Tensor, labels: np.ndarray | Tensor, params: MiningParams
-) -> list[CRFJob]:
-    """The dense-CRF jobs one image needs: paper rule [gamma]; code rule [gamma_low, gamma_high].
-
-    Each job is (image (H, W, 3) uint8, probs (K, H, W) float32 over [bg, present classes], CRFParams).
-    """
-    image, fg, _ = _prepare(image, cam_norm, labels)
-    return _crf_jobs(image, fg, params)
-
-
-def _crf_jobs(image: np.ndarray, fg: np.ndarray, params: MiningParams) -> list[CRFJob]:
+def crf_jobs(image: np.ndarray, fg: np.ndarray, params: MiningParams) -> list[CRFJob]:
+    """The dense-CRF jobs one image needs (image, fg: `prepare`'s output): paper rule [gamma]; code rule
+    [gamma_low, gamma_high]. Each job is (image (H, W, 3) uint8, probs (K, H, W) float32 over
+    [bg, present classes], CRFParams)."""
     gammas = (params.gamma,) if params.rule == "paper" else (params.gamma_low, params.gamma_high)
     return [(image, _with_background(fg, g), params.crf) for g in gammas]
 
@@ -141,9 +136,9 @@ def mine_paper(
     I_cam = argmax P on the pixels above a per-class alpha (eq. 6), alpha being set so that exactly
     ceil(alpha_ratio * n_c) of the n_c pixels whose argmax is c stay labelled (background too);
     I_final = I_cam where I_cam == I_crf, else 255 (eq. 7). crf_posterior: the (K, H, W) result of
-    this image's crf_inputs job, if already computed. Returns (H, W) uint8 in {0..20, 255}.
+    this image's crf_jobs entry, if already computed. Returns (H, W) uint8 in {0..20, 255}.
     """
-    return _mine_paper(*_prepare(image, cam_norm, labels), params, crf_posterior)
+    return _mine_paper(*prepare(image, cam_norm, labels), params, crf_posterior)
 
 
 def _mine_paper(
@@ -173,7 +168,7 @@ def mine_cam_only(cams: Tensor | np.ndarray, labels: Tensor | np.ndarray, params
     [(1 - max P_fg)^gamma, P_fg]), no CRF. cams (N, 20, H, W) normalised, labels (N, 20), roi (N, H, W)
     bool (False -> 255). Returns (N, H, W) uint8 in {0..20, 255}.
     """
-    cams_np, labels_np = _as_numpy(cams).astype(np.float32, copy=False), _as_numpy(labels)
+    cams_np, labels_np = as_numpy(cams).astype(np.float32, copy=False), as_numpy(labels)
     out = np.full(cams_np.shape[:1] + cams_np.shape[2:], IGNORE_INDEX, dtype=np.uint8)
     for n in range(len(cams_np)):
         present = np.flatnonzero(labels_np[n] > 0.5)
@@ -182,7 +177,7 @@ def mine_cam_only(cams: Tensor | np.ndarray, labels: Tensor | np.ndarray, params
                                                    params.alpha_ratio)
         out[n] = np.where(reliable, ids[cam_label], IGNORE_INDEX)
     if roi is not None:
-        out[~_as_numpy(roi).astype(bool)] = IGNORE_INDEX
+        out[~as_numpy(roi).astype(bool)] = IGNORE_INDEX
     return out
 
 
@@ -204,7 +199,7 @@ def mine_code(
     - CRF-confident: max of [gamma_high background posterior, gamma_low class posteriors] >= crf_confident.
     - Final: the CRF label where CAM- and CRF-confident, 255 elsewhere. Returns (H, W) uint8.
     """
-    return _mine_code(*_prepare(image, cam_norm, labels), params, crf_posteriors)
+    return _mine_code(*prepare(image, cam_norm, labels), params, crf_posteriors)
 
 
 def _mine_code(
@@ -249,107 +244,15 @@ def _check_posterior(posterior: np.ndarray, shape: tuple[int, ...], name: str) -
         )
 
 
-def _mine_prepared(
+def mine_prepared(
     image: np.ndarray,
     fg: np.ndarray,
     ids: np.ndarray,
     params: MiningParams,
     crf_posteriors: list[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """One image's rule on _prepare's output; runs its CRFs here if crf_posteriors is None. This is
-    what a pool worker runs for a whole image: only the (H, W) uint8 labels travel back."""
+    """One image's rule on `prepare`'s output; runs its CRFs here if crf_posteriors is None (a pool worker
+    runs this for a whole image, see `rrm.engine.mining`)."""
     if params.rule == "paper":
         return _mine_paper(image, fg, ids, params, None if crf_posteriors is None else crf_posteriors[0])
     return _mine_code(image, fg, ids, params, crf_posteriors)
-
-
-class MiningHandle:
-    """Pending mining of a batch; .get() -> (N, H, W) uint8. Each entry is either a whole image sent
-    to a worker (its labels come back) or its CRFs alone, whose rule then runs here as soon as they
-    are back, overlapping the CRFs still running."""
-
-    def __init__(
-        self,
-        pending: list[tuple[int, Handle, Prepared | None]],
-        shape: tuple[int, int, int],
-        params: MiningParams,
-        roi: np.ndarray | None,
-    ) -> None:
-        self._pending, self._shape, self._params, self._roi = pending, shape, params, roi
-
-    def get(self) -> np.ndarray:
-        out = np.empty(self._shape, dtype=np.uint8)
-        for n, handle, prepared in self._pending:
-            result = handle.get()
-            out[n] = result if prepared is None else _mine_prepared(*prepared, self._params, result)
-        if self._roi is not None:
-            out[~self._roi] = IGNORE_INDEX
-        return out
-
-
-def _whole_image_tasks(num: int, workers: int, crfs: int) -> int:
-    """How many of the batch's num images (costliest first) go to the pool whole, as one task with
-    their crfs CRFs and their rule; the rest go CRF by CRF. Whole images when they split evenly over
-    the workers or when an image has a single CRF anyway (paper rule), else CRF by CRF, so that e.g.
-    one image's two CRFs run on two workers."""
-    return num if crfs == 1 or num % workers == 0 else 0
-
-
-def mine_batch_async(
-    images: np.ndarray,
-    cams: Tensor | np.ndarray,
-    labels: Tensor | np.ndarray,
-    params: MiningParams,
-    pool: CRFPool,
-    roi: np.ndarray | None = None,
-) -> MiningHandle:
-    """Submit the batch's mining to the pool at once and return a handle; see mine_batch.
-
-    When the images split evenly over the workers (N a multiple of pool.workers, always for an
-    inline pool) or the rule has one CRF, each image is one task: its CRFs (sharing their kernels,
-    see dense_crfs) and its rule run in one worker, which receives the image and the present
-    classes' CAMs and returns the uint8 labels, so nothing else crosses processes and this process
-    does no mining work while the workers run. Otherwise (e.g. one image on two workers) each CRF is
-    a task, so that all workers get some, and the rules run here. Results are the same either way.
-    """
-    cams_np, labels_np = _as_numpy(cams).astype(np.float32, copy=False), _as_numpy(labels)
-    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.uint8:
-        raise ValueError(
-            f"images must be an (N, H, W, 3) uint8 array, got {getattr(images, 'shape', images)}"
-        )
-    if cams_np.ndim != 4 or cams_np.shape[0] != images.shape[0] or cams_np.shape[2:] != images.shape[1:3]:
-        raise ValueError(f"cams must be (N, 20, H, W) matching images {images.shape}, got {cams_np.shape}")
-    if labels_np.shape != cams_np.shape[:2]:
-        raise ValueError(f"labels must be {cams_np.shape[:2]}, got {labels_np.shape}")
-    if roi is not None:
-        roi = _as_numpy(roi).astype(bool)
-        if roi.shape != images.shape[:3]:
-            raise ValueError(f"roi must be (N, H, W) = {images.shape[:3]}, got {roi.shape}")
-    num = len(images)
-    prepared = [_prepare(images[n], cams_np[n], labels_np[n]) for n in range(num)]
-    # Costliest images first (cost ~ labels x pixels): the pool's queue then ends on short tasks.
-    order = sorted(range(num), key=lambda n: -prepared[n][1].size)
-    whole = _whole_image_tasks(num, pool.workers, 1 if params.rule == "paper" else 2)
-    pending: list[tuple[int, Handle, Prepared | None]] = []
-    for rank, n in enumerate(order):
-        if rank < whole:
-            pending.append((n, pool.submit(_mine_prepared, *prepared[n], params), None))
-        else:
-            jobs = _crf_jobs(*prepared[n][:2], params)
-            pending.append((n, pool.map_async(*zip(*jobs, strict=True)), prepared[n]))
-    return MiningHandle(pending, (num, *images.shape[1:3]), params, roi)
-
-
-def mine_batch(
-    images: np.ndarray,
-    cams: Tensor | np.ndarray,
-    labels: Tensor | np.ndarray,
-    params: MiningParams,
-    pool: CRFPool,
-    roi: np.ndarray | None = None,
-) -> np.ndarray:
-    """Reliable labels for a batch: images (N, H, W, 3) uint8, cams (N, 20, H, W) normalised, labels
-    (N, 20), roi (N, H, W) bool (False = crop padding -> 255). The whole batch goes through the pool
-    together (see mine_batch_async for how it is split). Returns (N, H, W) uint8 in {0..20, 255}.
-    """
-    return mine_batch_async(images, cams, labels, params, pool, roi).get()

@@ -1,7 +1,7 @@
 """Two-step extension networks: DeepLab-LargeFOV (VGG-16) and DeepLab-v2 (ResNet-101 with ASPP).
 
-Both return {"out": (N, num_classes, h, w)} at output stride 8; callers upsample. `width` < 1 scales every
-channel count (same topology) for the CPU default.
+Both return {"seg": (N, num_classes, h, w)}, the key of RRMNet's segmentation branch, at output stride 8;
+callers upsample. `width` < 1 scales every channel count (same topology) for the CPU default.
 
 ImageNet initialisation reads a torchvision-format state dict (`vgg16-397923af.pth`,
 `resnet101-*.pth`) and maps its keys:
@@ -21,7 +21,6 @@ sec. 4.1); the exact taps of their Caffe conversion are not published, these are
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -32,16 +31,9 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck, conv1x1
 
 from rrm.io import load_torch
-from rrm.models.dilated import DilatedConv2d
-from rrm.models.resnet38 import scaled
-from rrm.models.weights import (
-    FreezableBatchNorm,
-    load_state_dict_checked,
-    lr_groups,
-    unwrap_state,
-)
+from rrm.models.layers import DilatedConv2d, FreezableBatchNorm, lr_groups, scaled
+from rrm.models.weights import load_initial_weights, unwrap_state
 
-log = logging.getLogger(__name__)
 ASPP_RATES = (6, 12, 18, 24)
 # torchvision's vgg16 `features` layout: channel count for a conv, "M" for a pooling layer.
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -56,7 +48,7 @@ def _check_image(x: torch.Tensor, name: str) -> None:
 class DeepLabLargeFOV(FreezableBatchNorm):
     """DeepLab-LargeFOV (Chen et al. ICLR 2015): VGG-16 convs with pools 1-3 3x3/2 (pad 1), pools 4-5
     3x3/1, conv5 dilation 2, fc6 3x3 dilation 12 -> 1024, fc7 1x1 -> 1024 (ReLU and Dropout 0.5 after
-    each), fc8 1x1 -> num_classes. (N, 3, H, W) -> {"out": (N, K, ceil(H/8), ceil(W/8))}.
+    each), fc8 1x1 -> num_classes. (N, 3, H, W) -> {"seg": (N, K, ceil(H/8), ceil(W/8))}.
 
     `batch_norm` puts BatchNorm after every conv as torchvision's `vgg16_bn` (same `features` indices, so its
     ImageNet file loads): without ImageNet weights the plain 16-layer VGG does not train from random
@@ -106,7 +98,7 @@ class DeepLabLargeFOV(FreezableBatchNorm):
         x = self.features(x)
         x = self.drop6(F.relu(self.fc6(x)))
         x = self.drop7(F.relu(self.fc7(x)))
-        return {"out": self.fc8(x)}
+        return {"seg": self.fc8(x)}
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         """DeepLab's recipe: weights x1, biases x2 (no decay); fc8 weight x10, bias x20 (no decay)."""
@@ -152,7 +144,7 @@ def _resnet_stage(
 class DeepLabV2(FreezableBatchNorm):
     """DeepLab-v2: torchvision ResNet-101 with layer3/layer4 dilated (2, 4; output stride 8) + ASPP.
 
-    (N, 3, H, W) -> {"out": (N, K, ceil(H/8), ceil(W/8))}. At width 1 the backbone is exactly
+    (N, 3, H, W) -> {"seg": (N, K, ceil(H/8), ceil(W/8))}. At width 1 the backbone is exactly
     `torchvision.models.resnet101(replace_stride_with_dilation=[False, True, True])` without `fc`
     (same module names under `backbone.`); `width` < 1 scales its stage widths. With `freeze_bn`
     (DeepLab-v2's Caffe setting) BatchNorm stays in eval mode and is not trained.
@@ -203,7 +195,7 @@ class DeepLabV2(FreezableBatchNorm):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         _check_image(x, "DeepLabV2")
-        return {"out": self.aspp(self.backbone(x))}
+        return {"seg": self.aspp(self.backbone(x))}
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         """DeepLab's recipe: backbone weights x1 (its BatchNorm frozen); ASPP weights x10, biases x20."""
@@ -261,16 +253,7 @@ def load_imagenet_weights(model: nn.Module, path: str | os.PathLike, *, arch: st
     source = str(path)
     mapped, dropped = imagenet_to_deeplab(unwrap_state(load_torch(path), source=source), arch)
     fresh = ("fc6.", "fc7.", "fc8.") if arch == "vgg16_largefov" else ("aspp.",)
-    load_state_dict_checked(model, mapped, source=source, allow_missing=fresh)
-    notes = [f"dropped ImageNet classifier entry {key}" for key in dropped]
-    notes += [
-        f"{layer.rstrip('.')} not in file: keeps its fresh initialisation"
-        for layer in fresh
-        if not any(k.startswith(layer) for k in mapped)
-    ]
-    for note in notes:
-        log.warning("%s: %s", source, note)
-    return notes
+    return load_initial_weights(model, mapped, source=source, fresh=fresh, dropped=dropped)
 
 
 def build_deeplab(

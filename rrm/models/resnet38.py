@@ -25,15 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rrm.models.weights import FreezableBatchNorm
+from rrm.models.layers import FreezableBatchNorm, scaled
 
 # Forward order of the residual blocks (attribute names = weight-file prefixes).
 BLOCKS = tuple("b2 b2_1 b2_2 b3 b3_1 b3_2 b4 b4_1 b4_2 b4_3 b4_4 b4_5 b5 b5_1 b5_2 b6 b7".split())
-
-
-def scaled(channels: int, width: float) -> int:
-    """`channels * width` rounded, at least 1."""
-    return max(1, round(channels * width))
 
 
 class ResBlock(nn.Module):

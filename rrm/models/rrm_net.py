@@ -8,12 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rrm.models.dilated import DilatedConv2d
-from rrm.models.resnet38 import ResNet38, scaled
-from rrm.models.weights import load_rrm_weights, lr_groups
+from rrm.models.layers import DilatedConv2d, lr_groups, scaled
+from rrm.models.resnet38 import ResNet38
+from rrm.models.weights import load_rrm_weights
 
 NUM_FG_CLASSES = 20
-NEW_LAYERS = ("fc8.", "fc8_seg_conv1.", "fc8_seg_conv2.")
 
 
 def class_activation_map(features: torch.Tensor, fc8_weight: torch.Tensor) -> torch.Tensor:
@@ -32,6 +31,8 @@ class RRMNet(ResNet38):
     A subclass (as in PSA/RRM) rather than a `backbone` attribute, so the state dict has the authors' flat
     keys (`conv1a.weight`, `b7.conv_branch2b2.weight`, `fc8.weight`, `fc8_seg_conv1.bias`). Callers upsample.
     """
+
+    new_layers = ("fc8.", "fc8_seg_conv1.", "fc8_seg_conv2.")
 
     def __init__(
         self, *, width: float = 1.0, num_classes: int = 21, freeze_bn: bool = True, dropout: bool = True
@@ -59,10 +60,6 @@ class RRMNet(ResNet38):
         """(N, D, h, w) -> (N, num_classes, h, w) logits of the segmentation branch."""
         return self.fc8_seg_conv2(F.relu(self.fc8_seg_conv1(features)))
 
-    def forward_cam(self, x: torch.Tensor) -> torch.Tensor:
-        """CAM only, skipping the segmentation head: (N, 3, H, W) -> (N, 20, h, w); for extra CAM scales."""
-        return class_activation_map(self.features(x), self.fc8.weight)
-
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
         features = self.features(x)
         # CAM and segmentation read the features before dropout7, which only feeds the classifier.
@@ -75,7 +72,7 @@ class RRMNet(ResNet38):
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         """The authors' SGD groups: backbone weights x1, backbone 1-d x2 (no decay), fc8/fc8_seg_* weights
         x10, their biases x20 (no decay); frozen BatchNorm parameters are left out."""
-        return lr_groups(self, new_prefixes=NEW_LAYERS, lr=lr, weight_decay=weight_decay)
+        return lr_groups(self, new_prefixes=self.new_layers, lr=lr, weight_decay=weight_decay)
 
 
 def build_rrm(

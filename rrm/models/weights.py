@@ -1,30 +1,23 @@
-"""Parameters: checked weight loading, frozen BatchNorm and the authors' four SGD learning-rate groups."""
+"""Weight files: checked state-dict loading, unwrapping of saved checkpoints, and the RRM network's
+initialisation from the files users have (the authors', PSA's, ours)."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from rrm.io import load_torch
 
-if TYPE_CHECKING:
-    from rrm.models.rrm_net import RRMNet
-
 log = logging.getLogger(__name__)
 
 # Added by PyTorch 0.4.1: older files (PSA's conversion, RRM's weights) lack them; eval-mode BN ignores them.
 _OPTIONAL_SUFFIX = "num_batches_tracked"
-_RRM_HEADS = ("fc8.", "fc8_seg_conv1.", "fc8_seg_conv2.")
 _IMAGENET_CLASSES = 1000
-
-
-def _matches(key: str, prefixes: Sequence[str]) -> bool:
-    return any(key.startswith(p) for p in prefixes)
 
 
 def load_state_dict_checked(
@@ -53,9 +46,9 @@ def load_state_dict_checked(
     missing = [
         k
         for k in own
-        if k not in state and not k.endswith(_OPTIONAL_SUFFIX) and not _matches(k, allow_missing)
+        if k not in state and not k.endswith(_OPTIONAL_SUFFIX) and not k.startswith(tuple(allow_missing))
     ]
-    unexpected = [k for k in state if k not in own and not _matches(k, allow_unexpected)]
+    unexpected = [k for k in state if k not in own and not k.startswith(tuple(allow_unexpected))]
     mismatched = [
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
         for k in state
@@ -90,86 +83,38 @@ def unwrap_state(obj: Any, *, source: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_rrm_weights(model: RRMNet, path: str | os.PathLike) -> list[str]:
-    """Initialise an RRMNet from one of the weight files users have; returns notes on what was not loaded.
-
-    Accepted: the authors' RRM state dict (backbone and all heads); their VOC-classification ResNet-38
-    (`fc8` without `fc8_seg_*`: the segmentation head keeps its fresh init); PSA's converted ImageNet
-    ResNet-38 (backbone only; an ImageNet 1000-way `fc8.*` / `linear1000*` classifier is dropped); or our
-    own checkpoint (a dict with a "model" state dict). Backbone keys are always required.
-    """
-    source = str(path)
-    state = unwrap_state(load_torch(path), source=source)
-    notes = []
-    for key in list(state):
-        if (
-            key.startswith(("fc8.", "linear1000", "fc."))
-            and state[key].dim() >= 1
-            and state[key].shape[0] == _IMAGENET_CLASSES
-        ):
-            del state[key]
-            notes.append(f"dropped ImageNet classifier entry {key}")
-    load_state_dict_checked(model, state, source=source, allow_missing=_RRM_HEADS)
-    for head in _RRM_HEADS:
-        if not any(k.startswith(head) for k in state):
-            notes.append(f"{head.rstrip('.')} not in file: keeps its fresh initialisation")
+def load_initial_weights(
+    model: nn.Module, state: Mapping[str, Any], *, source: str, fresh: Sequence[str], dropped: Sequence[str] = ()
+) -> list[str]:
+    """load_state_dict_checked with the layers starting with a `fresh` prefix allowed to be absent; returns
+    (and logs as warnings) notes: the `dropped` file entries, and each fresh layer the file lacks."""
+    load_state_dict_checked(model, state, source=source, allow_missing=fresh)
+    notes = [f"dropped ImageNet classifier entry {key}" for key in dropped]
+    notes += [
+        f"{layer.rstrip('.')} not in file: keeps its fresh initialisation"
+        for layer in fresh
+        if not any(k.startswith(layer) for k in state)
+    ]
     for note in notes:
         log.warning("%s: %s", source, note)
     return notes
 
 
-def freeze_batchnorm(module: nn.Module) -> None:
-    """Put every BatchNorm of `module` in eval mode and stop gradients to its affine parameters."""
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-            for p in m.parameters(recurse=False):
-                p.requires_grad_(False)
+def load_rrm_weights(model: nn.Module, path: str | os.PathLike) -> list[str]:
+    """Initialise an RRMNet from one of the weight files users have; returns notes on what was not loaded.
 
-
-def set_batchnorm_eval(module: nn.Module) -> None:
-    """Return every BatchNorm of `module` to eval mode (running statistics used, never updated)."""
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-
-
-class FreezableBatchNorm(nn.Module):
-    """Base of the networks whose BatchNorm can be frozen (the authors' and DeepLab-v2's setting): after
-    `freeze_batchnorm_if(True)` BatchNorm keeps its statistics and affine weights, even under `.train()`."""
-
-    freeze_bn = False
-
-    def freeze_batchnorm_if(self, freeze: bool) -> None:
-        self.freeze_bn = freeze
-        if freeze:
-            freeze_batchnorm(self)
-
-    def train(self, mode: bool = True) -> FreezableBatchNorm:
-        super().train(mode)
-        if self.freeze_bn:
-            set_batchnorm_eval(self)
-        return self
-
-
-def lr_groups(model: nn.Module, *, new_prefixes: Sequence[str], lr: float, weight_decay: float) -> list[dict]:
-    """The four SGD groups of the authors (and of the DeepLab prototxts), frozen parameters excluded.
-
-    pretrained weights: lr x1, decay; pretrained biases / other 1-d params: lr x2, no decay;
-    new-layer weights (names starting with `new_prefixes`): lr x10, decay; new-layer biases: lr x20, no decay.
-    Groups are always four, in this order, possibly empty; "initial_lr" lets schedulers start mid-run.
+    Accepted: the authors' RRM state dict (backbone and all heads); their VOC-classification ResNet-38
+    (`fc8` without `fc8_seg_*`: the segmentation head keeps its fresh init); PSA's converted ImageNet
+    ResNet-38 (backbone only; an ImageNet 1000-way `fc8.*` / `linear1000*` classifier is dropped); or our
+    own checkpoint (a dict with a "model" state dict). Backbone keys are always required; the heads
+    (`model.new_layers`) may be missing.
     """
-    specs = [
-        ("pretrained_weight", 1.0, weight_decay),
-        ("pretrained_bias", 2.0, 0.0),
-        ("new_weight", 10.0, weight_decay),
-        ("new_bias", 20.0, 0.0),
+    source = str(path)
+    state = unwrap_state(load_torch(path), source=source)
+    dropped = [
+        key
+        for key, value in state.items()
+        if key.startswith(("fc8.", "linear1000", "fc.")) and value.dim() >= 1 and value.shape[0] == _IMAGENET_CLASSES
     ]
-    params: list[list[nn.Parameter]] = [[] for _ in specs]
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            params[2 * _matches(name, new_prefixes) + (p.dim() <= 1)].append(p)
-    return [
-        {"params": ps, "lr": lr * mult, "initial_lr": lr * mult, "weight_decay": wd, "name": name}
-        for (name, mult, wd), ps in zip(specs, params, strict=True)
-    ]
+    kept = {key: value for key, value in state.items() if key not in dropped}
+    return load_initial_weights(model, kept, source=source, fresh=model.new_layers, dropped=dropped)

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from rrm.engine.crf_pool import CRFPool
 from rrm.engine.evaluate import cams_and_reliable, predictions
 from rrm.engine.inference import predict_probs, predict_probs_batch
-from rrm.method.crf import CRFParams, CRFPool, dense_crf
-from rrm.method.reliable import MiningParams, mine_batch
+from rrm.engine.mining import mine_batch
+from rrm.method.crf import CRFParams, dense_crf
+from rrm.method.reliable import MiningParams
 from rrm.models.rrm_net import build_rrm
 
 

@@ -8,11 +8,12 @@ from PIL import Image
 from rrm.data.classes import PALETTE
 from rrm.data.normalize import normalize
 from rrm.data.voc import VOCSegmentation
+from rrm.engine.crf_pool import CRFPool
 from rrm.engine.inference import predict_probs
 from rrm.engine.qualitative import Inference, first_ids, qualitative_grid
 from rrm.figures import GRID_HEADER, cam_heatmap, colorize
 from rrm.method.cam import multiscale_cam
-from rrm.method.crf import CRFParams, CRFPool
+from rrm.method.crf import CRFParams
 from rrm.method.reliable import MiningParams
 from rrm.models.deeplab import build_deeplab
 from rrm.models.rrm_net import build_rrm

@@ -6,10 +6,8 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
-from rrm.method.crf import CRFPool
-from rrm.method.reliable import MiningParams, crf_inputs, mine_batch, mine_batch_async, mine_code, mine_paper
+from rrm.method.reliable import MiningParams, crf_jobs, mine_cam_only, mine_code, mine_paper, prepare
 
 U = 255
 # One 1x10 strip, class id 3 (CAM channel 2) on the left, background on the right.
@@ -58,7 +56,7 @@ def test_paper_rule_exact_count_with_ties_and_random_maps() -> None:
     labels[[1, 8, 14]] = 1
     cam[[1, 8, 14]] = rng.random((3, 17, 23))
     image = np.zeros((17, 23, 3), np.uint8)
-    probs = crf_inputs(image, cam, labels, MiningParams(rule="paper"))[0][1]
+    probs = crf_jobs(*prepare(image, cam, labels)[:2], MiningParams(rule="paper"))[0][1]
     argmax, ids = probs.argmax(0), np.array([0, 2, 9, 15])
     onehot = (argmax[None] == np.arange(4)[:, None, None]).astype(np.float32)  # a CRF that agrees
     for ratio in (0.1, 0.4, 0.7):
@@ -113,60 +111,6 @@ def test_rules_differ_on_weak_background() -> None:
     assert set(np.unique(code)) <= {7, U}
 
 
-def test_mine_batch_matches_per_image_and_masks_roi() -> None:
-    rng = np.random.default_rng(3)
-    images = rng.integers(0, 256, (3, 14, 18, 3), dtype=np.uint8)
-    labels = torch.zeros(3, 20)
-    labels[0, [0, 4]] = labels[1, 11] = labels[2, [2, 3, 19]] = 1
-    cams = torch.rand(3, 20, 14, 18) * labels[:, :, None, None]
-    cams = cams / cams.amax(dim=(2, 3), keepdim=True).clamp(min=1e-5)
-    roi = np.ones((3, 14, 18), bool)
-    roi[1, :, 12:] = False
-    params = MiningParams(rule="code", alpha_ratio=0.6, bg_confident=0.3)
-    inline = mine_batch(images, cams, labels, params, CRFPool(0), roi=roi)
-    with CRFPool(2) as pool:
-        pooled = mine_batch(images, cams, labels, MiningParams(rule="paper"), pool)
-    for n in range(3):
-        want = mine_code(images[n], cams[n].numpy(), labels[n].numpy(), params)
-        want[~roi[n]] = U
-        assert np.array_equal(inline[n], want)
-        assert np.array_equal(pooled[n], mine_paper(images[n], cams[n], labels[n], MiningParams(rule="paper")))
-    assert (inline[1, :, 12:] == U).all() and (inline != U).any() and (pooled != U).any()
-
-
-def _random_batch(num: int, seed: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, np.ndarray]:
-    """num random images with 1-3 present classes each (so K differs), CAMs, labels, a cropped ROI."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (num, 15, 17, 3), dtype=np.uint8)
-    labels = torch.zeros(num, 20)
-    for n in range(num):
-        labels[n, rng.choice(20, size=1 + n % 3, replace=False)] = 1
-    cams = torch.rand(num, 20, 15, 17, generator=torch.Generator().manual_seed(seed)) * labels[:, :, None, None]
-    cams = cams / cams.amax(dim=(2, 3), keepdim=True).clamp(min=1e-5)
-    roi = np.ones((num, 15, 17), bool)
-    roi[0, 11:] = False
-    return images, cams, labels, roi
-
-
-@pytest.mark.parametrize("rule", ["code", "paper"])
-def test_pool_returns_exactly_the_sequential_labels(rule: str) -> None:
-    """Whole-image tasks (N a multiple of the workers: 4, 2) and per-CRF tasks (N = 3, 1) give the
-    sequential result bit for bit, in input order, with the ROI applied."""
-    params = MiningParams(rule=rule, alpha_ratio=0.5, bg_confident=0.3, crf_confident=0.6)
-    with CRFPool(2) as pool:
-        assert pool.workers == 2
-        for num in (4, 3, 2, 1):
-            images, cams, labels, roi = _random_batch(num, seed=num)
-            sequential = mine_batch(images, cams, labels, params, CRFPool(0), roi=roi)
-            assert (sequential[0, 11:] == U).all() and (sequential != U).any()
-            pooled = mine_batch_async(images, cams, labels, params, pool, roi=roi).get()
-            assert pooled.dtype == np.uint8 and np.array_equal(pooled, sequential), num
-            for n in range(num):  # and each image equals its own one-image call
-                one = (mine_code if rule == "code" else mine_paper)(images[n], cams[n], labels[n], params)
-                one[~roi[n]] = U
-                assert np.array_equal(sequential[n], one)
-
-
 def test_params_and_inputs_are_validated() -> None:
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="alpha_ratio"):
@@ -178,13 +122,11 @@ def test_params_and_inputs_are_validated() -> None:
         mine_paper(image[:, :5], cam, labels, MiningParams(rule="paper"))
     with pytest.raises(ValueError, match="crf_posteriors"):
         mine_code(image, cam, labels, MiningParams(rule="code"), (_posterior([0.5] * 10),))
-    assert len(crf_inputs(image, cam, labels, MiningParams(rule="code"))) == 2
+    assert len(crf_jobs(*prepare(image, cam, labels)[:2], MiningParams(rule="code"))) == 2
 
 
 def test_cam_only_keeps_top_ratio_without_crf():
     """Table 2's CAM row: eq. 6 alone. One class whose CAM ramps 0.1..1.0 over 10 pixels of a 1x20 image."""
-    from rrm.method.reliable import mine_cam_only
-
     cams = np.zeros((1, 20, 1, 20), np.float32)
     cams[0, 4, 0, 10:] = np.linspace(0.1, 1.0, 10)  # class 5; background score (1-cam)^4 wins elsewhere
     labels = np.zeros((1, 20), np.float32)

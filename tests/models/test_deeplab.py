@@ -24,7 +24,7 @@ def test_output_stride_8_and_21_channels(arch, narrow):
     with torch.no_grad():
         for size, expected in (((64, 64), (8, 8)), ((65, 47), (9, 6))):
             out = model(torch.randn(2, 3, *size))
-            assert set(out) == {"out"} and out["out"].shape == (2, 21, *expected)
+            assert set(out) == {"seg"} and out["seg"].shape == (2, 21, *expected)
 
 
 def test_largefov_layout():
@@ -130,7 +130,7 @@ def test_aspp_sums_its_four_branches(narrow):
     with torch.no_grad():
         features = model.backbone(torch.zeros(1, 3, 32, 32) + 1)
         torch.testing.assert_close(
-            model(torch.zeros(1, 3, 32, 32) + 1)["out"], sum(b(features) for b in model.aspp.branches)
+            model(torch.zeros(1, 3, 32, 32) + 1)["seg"], sum(b(features) for b in model.aspp.branches)
         )
 
 

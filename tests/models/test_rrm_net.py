@@ -47,7 +47,6 @@ def test_cam_is_relu_of_fc8_conv_and_cls_is_its_average(model):
         raw = F.conv2d(features, model.fc8.weight)
     torch.testing.assert_close(out["cam"], torch.relu(raw))
     torch.testing.assert_close(out["cam"], class_activation_map(features, model.fc8.weight))
-    torch.testing.assert_close(model.forward_cam(x), out["cam"])
     # GAP then a 1x1 conv equals the 1x1 conv then GAP: the logits are the mean of the pre-ReLU CAM.
     torch.testing.assert_close(out["cls"], raw.mean(dim=(2, 3)), rtol=1e-4, atol=1e-5)
 

@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from rrm.io import save_torch
+from rrm.models.layers import freeze_batchnorm, lr_groups
 from rrm.models.rrm_net import build_rrm
-from rrm.models.weights import freeze_batchnorm, load_rrm_weights, load_state_dict_checked, lr_groups
+from rrm.models.weights import load_rrm_weights, load_state_dict_checked
 
 WIDTH = 0.0625
 

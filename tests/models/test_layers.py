@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from rrm.models.dilated import DilatedConv2d
+from rrm.models.layers import DilatedConv2d
 
 
 @pytest.mark.parametrize("size", [(5, 5), (12, 12), (12, 20), (20, 7), (13, 13), (30, 30)])
