@@ -7,7 +7,7 @@ a. Mining + energy loss on 4 real VOC crops: torch-backend mining (rule code, pa
    followed by the dense energy loss forward + backward (params.yaml's train_onestep.energy: sigma_xy
    100 at scale 0.5 = 50, sigma_rgb 15, K = 21), all on the device. Target <= 15 ms (H100).
 b. One ResNet-38 training step (forward, multi-scale CAM, mining, CE + energy, backward, SGD update):
-   ours = rrm.engine.train.step_losses with crf_backend torch, amp bf16, channels_last; the authors' structure
+   ours = rrm.engine.steps.step_losses with crf_backend torch, amp bf16, channels_last; the authors' structure
    = the same network in fp32, the CAM copied to the CPU, pydensecrf mining one image after another
    and the energy loss on the CPU, its gradient copied back to the GPU. Targets: ours <= 180 ms,
    >= 5x faster.
@@ -34,12 +34,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
 from mining import VOC_SAMPLE, crop_batch, fake_cams  # benchmarks/mining.py (this script's directory)
 
 from rrm.data.normalize import normalize_raw
-from rrm.engine.train import TrainSettings, step_losses
-from rrm.experiments.pipeline import mining_params
+from rrm.engine.recipe import EnergyParams, TrainSettings
+from rrm.engine.steps import step_losses
+from rrm.experiments.pipeline import training_run
+from rrm.experiments.settings import Params, load_settings
 from rrm.io import write_json
 from rrm.method.cam import multiscale_cam
 from rrm.method.crf import CRFPool
@@ -98,7 +99,7 @@ class Inputs:
         return {k: v.pin_memory() for k, v in batch.items()} if self.device.type == "cuda" else batch
 
 
-def mining_and_energy(inputs: Inputs, mining: MiningParams, energy: dict) -> torch.Tensor:
+def mining_and_energy(inputs: Inputs, mining: MiningParams, energy: EnergyParams) -> torch.Tensor:
     """Part a: torch mining on the device, then the energy loss forward + backward."""
     target = mine_batch_torch(inputs.raw_d, inputs.cams_d, inputs.labels, mining, roi=inputs.roi_d)
     logits = inputs.logits_d.detach().requires_grad_(True)
@@ -108,9 +109,9 @@ def mining_and_energy(inputs: Inputs, mining: MiningParams, energy: dict) -> tor
 
 
 def energy_loss(raw: torch.Tensor, probs: torch.Tensor, roi: torch.Tensor, target: torch.Tensor,
-                energy: dict) -> torch.Tensor:
-    return dense_energy_loss(raw, probs, roi, target, sigma_rgb=energy["sigma_rgb"],
-                             sigma_xy=energy["sigma_xy"], scale=energy["scale"], weight=energy["weight"])
+                energy: EnergyParams) -> torch.Tensor:
+    return dense_energy_loss(raw, probs, roi, target, sigma_rgb=energy.sigma_rgb, sigma_xy=energy.sigma_xy,
+                             scale=energy.scale, weight=energy.weight)
 
 
 def authors_step(model: nn.Module, batch: dict, s: TrainSettings, device: torch.device) -> torch.Tensor:
@@ -119,14 +120,14 @@ def authors_step(model: nn.Module, batch: dict, s: TrainSettings, device: torch.
     images, labels = batch["image"].to(device), batch["labels"].to(device)
     out = model(images)
     with torch.no_grad():
-        cam = multiscale_cam(model, images, labels, scales=s.cam_scales, scale1_cam=out["cam"])
+        cam = multiscale_cam(model, images, labels, scales=s.mining.cam_scales, scale1_cam=out["cam"])
     raw_uint8 = batch["raw"].permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
-    pseudo = mine_batch(raw_uint8, cam.cpu(), batch["labels"], s.mining, CRFPool(0), roi=batch["roi"].numpy() > 0)
+    pseudo = mine_batch(raw_uint8, cam.cpu(), batch["labels"], s.mining.params, CRFPool(0), roi=batch["roi"].numpy() > 0)
     target = torch.from_numpy(pseudo).long()
     seg = F.interpolate(out["seg"], images.shape[-2:], mode="bilinear", align_corners=False)
     loss = classification_loss(out["cls"], labels) + sum(split_cross_entropy(seg, target.to(device)))
     probs_cpu = torch.softmax(seg, dim=1).cpu()  # differentiable copy: the gradient returns to the device
-    return loss + energy_loss(batch["raw"], probs_cpu, batch["roi"], target, s.energy).to(device)
+    return loss + energy_loss(batch["raw"], probs_cpu, batch["roi"], target, s.recipe.energy).to(device)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[], torch.Tensor]) -> None:
@@ -136,18 +137,19 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Call
     optimizer.step()
 
 
-def settings(args: argparse.Namespace, params: dict, device: torch.device, **overrides: object) -> TrainSettings:
-    return TrainSettings(
-        mode="onestep", data_root="-", split="-", out_model="-", checkpoint="-", width=args.width,
-        batch_size=args.batch, crop_size=args.crop, device=str(device),
-        cam_scales=tuple(params["mining"]["cam_scales"]), energy=dict(params["train_onestep"]["energy"]),
-        **overrides)  # type: ignore[arg-type]
+def settings(args: argparse.Namespace, params: Params, device: torch.device, *, amp: str = "none",
+             crf_backend: str = "pydensecrf") -> TrainSettings:
+    """train_onestep's run at this benchmark's width, batch and crop, with the given precision and CRF backend."""
+    s = training_run(params, "train_onestep", out_model="-", checkpoint="-", live_dir=None)
+    mining = replace(params.mining, params=replace(params.mining.params, crf_backend=crf_backend))
+    return replace(s, width=args.width, device=str(device), amp=amp, mining=mining,
+                   recipe=replace(s.recipe, batch_size=args.batch, crop_size=args.crop))
 
 
-def part_a(args: argparse.Namespace, params: dict, device: torch.device, out: dict) -> None:
+def part_a(args: argparse.Namespace, params: Params, device: torch.device, out: dict) -> None:
     inputs = Inputs(args.crop, args.batch, device)
-    mining = mining_params(params)
-    energy = params["train_onestep"]["energy"]
+    mining = params.mining.params
+    energy = params.train_onestep.energy
     out["mining_energy"] = median_ms(lambda: mining_and_energy(inputs, mining, energy), device, 3, args.runs)
     out["mining_only"] = median_ms(
         lambda: mine_batch_torch(inputs.raw_d, inputs.cams_d, inputs.labels, mining, roi=inputs.roi_d),
@@ -165,10 +167,10 @@ def part_a(args: argparse.Namespace, params: dict, device: torch.device, out: di
           f"median of {args.runs})")
 
 
-def part_c(args: argparse.Namespace, params: dict, device: torch.device, out: dict) -> None:
+def part_c(args: argparse.Namespace, params: Params, device: torch.device, out: dict) -> None:
     inputs = Inputs(args.crop, args.batch, device)
-    mining = mining_params(params)
-    energy = params["train_onestep"]["energy"]
+    mining = params.mining.params
+    energy = params.train_onestep.energy
     reference = mine_batch(inputs.images, inputs.cams, inputs.labels, mining, CRFPool(0), roi=inputs.roi.numpy())
     ours = mine_batch_torch(inputs.raw_d, inputs.cams_d, inputs.labels, mining, roi=inputs.roi_d).cpu().numpy()
     out["mining_agreement"] = float((ours == reference).mean())
@@ -184,12 +186,11 @@ def part_c(args: argparse.Namespace, params: dict, device: torch.device, out: di
           + (" (same device: trivially 0)" if device.type == "cpu" else ""))
 
 
-def part_b(args: argparse.Namespace, params: dict, device: torch.device, out: dict) -> None:
+def part_b(args: argparse.Namespace, params: Params, device: torch.device, out: dict) -> None:
     inputs = Inputs(args.crop, args.batch, device)
     model = build_rrm(width=args.width).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-9)  # tiny steps: the weights stay sane over the runs
-    ours = settings(args, params, device, amp="bf16",
-                    mining=replace(mining_params(params), crf_backend="torch"))
+    ours = settings(args, params, device, amp="bf16", crf_backend="torch")
     cuda = device.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)
@@ -206,7 +207,7 @@ def part_b(args: argparse.Namespace, params: dict, device: torch.device, out: di
     print(f"b. one training step, ResNet-38 width {args.width}, batch {args.batch}, crop {args.crop}, {device}: "
           f"ours (torch mining, bf16, channels_last) {out['step_ours']['median_ms']:.1f} ms "
           f"(median of {args.step_runs})")
-    authors = settings(args, params, device, mining=mining_params(params))
+    authors = settings(args, params, device)
     out["step_authors"] = median_ms(lambda: train_step(model, optimizer, lambda: authors_step(model, batch, authors,
                                                                                               device)),
                                     device, 1, args.authors_runs)
@@ -239,8 +240,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench" / "gpu_step.json")
     args = parser.parse_args()
     device = torch.device(args.device)
-    with open(args.params) as handle:
-        params = yaml.safe_load(handle)
+    params = load_settings(args.params)
     machine = {"platform": platform.platform(), "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
     print(f"machine: {machine['device']} (torch {torch.__version__}, {machine['cpu_threads']} CPU threads)")

@@ -25,14 +25,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import yaml
 from gpu_step import Inputs, energy_loss  # benchmarks/gpu_step.py (this script's directory)
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import rrm.method.crf_torch
 import rrm.method.energy_loss
 import rrm.method.permutohedral
-from rrm.experiments.pipeline import mining_params
+from rrm.experiments.settings import load_settings
 from rrm.io import write_json
 from rrm.method.permutohedral import PermutohedralLattice
 from rrm.method.reliable_torch import mine_batch_torch
@@ -101,12 +100,11 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench" / "kernel_count.json")
     args = parser.parse_args()
-    with open(args.params) as handle:
-        params = yaml.safe_load(handle)
+    params = load_settings(args.params)
     inputs = Inputs(args.crop, args.batch, torch.device("cpu"))
-    mining = mining_params(params)
+    mining = params.mining.params
     one_iteration = replace(mining, crf=replace(mining.crf, iterations=1))
-    energy = params["train_onestep"]["energy"]
+    energy = params.train_onestep.energy
     target = mine_batch_torch(inputs.raw, inputs.cams, inputs.labels, mining, roi=inputs.roi)
 
     def mine(settings: object) -> Callable[[], object]:

@@ -10,13 +10,11 @@ from dataclasses import dataclass
 
 from rrm.method.reliable import MiningParams
 
-MODES = ("cls", "onestep", "supervised")  # classification, one-step RRM, segmentation on given masks
 AMP = ("none", "bf16")  # precision of the network forward and CAM (losses stay fp32)
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("joint", "ce")  # one-step: CE(bg) + CE(fg) + energy (paper eq. 8) | cross-entropy only
 PSEUDO_LABELS = ("rrm", "cam")  # one-step targets: reliable regions (CAM and CRF) | CAM top-ratio only
-DEEPLAB_ARCHS = ("vgg16_largefov", "resnet101_v2")
-ARCHS = ("resnet38", *DEEPLAB_ARCHS)
+DEEPLAB_ARCHS = ("vgg16_largefov", "resnet101_v2")  # the two-step networks (ResNet-38 is "resnet38")
 
 
 @dataclass(frozen=True)
@@ -72,8 +70,8 @@ class TrainSettings:
     `mining` is the mining section for mode onestep (None otherwise); `recipe` is a OneStepRecipe there.
     """
 
-    mode: str  # one of MODES
-    arch: str  # one of ARCHS; DeepLab archs train in mode supervised only
+    mode: str  # cls | onestep | supervised (see rrm.engine.train)
+    arch: str  # resnet38, or one of DEEPLAB_ARCHS (mode supervised only)
     width: float
     batch_norm: bool  # DeepLab-LargeFOV only: VGG-16 with BatchNorm (torchvision's vgg16_bn)
     init: str | None

@@ -1,11 +1,10 @@
 """The training loop: classification pre-training, one-step RRM, and segmentation on given masks.
 
-One loop serves all three modes (rrm.engine.recipe.MODES); they differ only in the loss of a step
-(rrm.engine.steps):
+One loop serves all three modes; they differ only in the loss of a step (rrm.engine.steps):
   cls      multi-label soft-margin loss (the authors' "VOC-classification ResNet-38" weights)
   onestep  cls + CE(bg) + CE(fg) on mined reliable regions + dense energy loss (paper eq. 8)
   supervised  CE on masks: ground truth (the fully supervised reference) or the one-step network's
-              pseudo masks (two-step DeepLab, any of ARCHS)
+              pseudo masks (two-step DeepLab, any of DEEPLAB_ARCHS)
 Runs checkpoint atomically every N steps and resume from the last checkpoint after a kill
 (rrm.engine.checkpoint); batches come from the seeded sampler (rrm.engine.sampler).
 
