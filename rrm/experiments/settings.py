@@ -25,6 +25,7 @@ from rrm.engine.recipe import (
     LOSSES,
     OPTIMIZERS,
     PSEUDO_LABELS,
+    EnergyParams,
     MiningSettings,
     OneStepRecipe,
     Recipe,
@@ -166,6 +167,8 @@ RULES: dict[tuple[type, str], Check] = {
     (Recipe, "checkpoint_every"): _POS_INT,
     (OneStepRecipe, "loss"): _one_of(LOSSES),
     (OneStepRecipe, "pseudo"): _one_of(PSEUDO_LABELS),
+    (EnergyParams, "scale"): _UNIT,
+    (EnergyParams, "weight"): (lambda x: _num(x) and x >= 0, "a number >= 0"),
     (MiningSettings, "cam_scales"): _SCALES,
     (MiningSettings, "pool_processes"): _COUNT,
     (Prediction, "scales"): _SCALES,
@@ -177,8 +180,6 @@ RULES: dict[tuple[type, str], Check] = {
 KEY_RULES: dict[str, Check] = {
     "train_cls.steps": (lambda x: _int(x) and x >= 0,
                         "an integer >= 0 (0: model.init already is a VOC classifier and becomes models/cls.pt untrained)"),
-    "train_onestep.energy.weight": (lambda x: _num(x) and x >= 0, "a number >= 0"),
-    "train_onestep.energy.scale": _UNIT,
 }
 _ABSENT = object()
 # Dataclasses whose constructor checks its values (the method's public API).
