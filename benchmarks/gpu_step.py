@@ -140,7 +140,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Call
 def settings(args: argparse.Namespace, params: Params, device: torch.device, *, amp: str = "none",
              crf_backend: str = "pydensecrf") -> TrainSettings:
     """train_onestep's run at this benchmark's width, batch and crop, with the given precision and CRF backend."""
-    s = training_run(params, "train_onestep", out_model="-", checkpoint="-", live_dir=None)
+    s = training_run(params, "train_onestep", init="-", out_model="-", checkpoint="-", live_dir=None)
     mining = replace(params.mining, params=replace(params.mining.params, crf_backend=crf_backend))
     return replace(s, width=args.width, device=str(device), amp=amp, mining=mining,
                    recipe=replace(s.recipe, batch_size=args.batch, crop_size=args.crop))

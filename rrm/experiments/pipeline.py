@@ -35,6 +35,10 @@ def training_run(p: Params, stage: str, *, out_model: str, checkpoint: str, live
     if stage not in MODES:
         raise ValueError(f"training stage {stage!r}: expected one of {tuple(MODES)}")
     deeplab = stage == "train_deeplab"
+    if stage in ("train_onestep", "train_full") and init is None:
+        raise ValueError(f"{stage} starts from the classifier: pass init (models/cls.pt)")
+    if deeplab and masks is None:
+        raise ValueError("train_deeplab learns pseudo masks: pass masks (data/pseudo)")
     arch = p.deeplab.arch if deeplab else "resnet38"
     if stage in ("train_cls", "train_deeplab"):
         init = p.deeplab.init if deeplab else p.model.init
@@ -42,7 +46,7 @@ def training_run(p: Params, stage: str, *, out_model: str, checkpoint: str, live
         mode=MODES[stage], arch=arch, width=p.deeplab.width if deeplab else p.model.width,
         batch_norm=arch == "vgg16_largefov" and p.deeplab.batch_norm, init=init,
         data_root=p.data.root, split=p.export_pseudo.split if deeplab else p.data.train_split,
-        mask_dir=str(Path(masks).resolve()) if deeplab and masks else p.data.mask_dir,
+        mask_dir=str(Path(masks).resolve()) if masks is not None else p.data.mask_dir,
         out_model=out_model, checkpoint=checkpoint, live_dir=live_dir, seed=p.seed,
         device=str(resolve_device(p.device)), amp=p.amp, num_workers=p.data.num_workers, nproc=p.nproc,
         recipe=getattr(p, stage), mining=p.mining if stage == "train_onestep" else None)
