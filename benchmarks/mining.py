@@ -28,10 +28,11 @@ import torch.nn.functional as F
 
 from rrm.data.classes import IGNORE_INDEX
 from rrm.engine.metrics import ConfusionMatrix
+from rrm.experiments.settings import load_settings
 from rrm.io import load_image, load_mask, write_json
 from rrm.method.cam import normalize_cam
 from rrm.method.crf import CRFPool
-from rrm.method.reliable import MiningParams, mine_batch
+from rrm.method.reliable import mine_batch
 
 REPO = Path(__file__).resolve().parents[1]
 # RRM_VOC_SAMPLE: where ../shared does not travel (the lent GPU machine gets a copy inside the repo)
@@ -122,7 +123,7 @@ def main() -> None:
 
     images, masks, roi = crop_batch(VOC_SAMPLE, args.crop)
     cams, labels = fake_cams(masks)
-    params = MiningParams(rule="code")
+    params = load_settings(REPO / "params.yaml").mining.params  # the pipeline's mining (rule code)
     load_before = os.getloadavg()
     if not Path("/proc").is_dir():
         raise RuntimeError("this benchmark reads /proc to measure other processes' CPU use (Linux only)")

@@ -14,19 +14,23 @@ import platform
 import statistics
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from rrm.data.normalize import normalize_batch
+from rrm.experiments.settings import load_settings
 from rrm.io import write_json
 from rrm.method.cam import multiscale_cam
 from rrm.method.crf import CRFPool
 from rrm.method.energy_loss import dense_energy_loss
 from rrm.method.losses import classification_loss, split_cross_entropy
-from rrm.method.reliable import MiningParams, mine_batch
+from rrm.method.reliable import mine_batch
 from rrm.models.rrm_net import build_rrm
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def fake_batch(batch: int, crop: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -54,7 +58,7 @@ def profile(width: float, crop: int, batch: int, steps: int, device: torch.devic
     images, raw_d, labels_d = images.to(device), raw.to(device), labels.to(device)
     roi = torch.ones(batch, crop, crop, device=device)
     raw_uint8 = raw.permute(0, 2, 3, 1).to(torch.uint8).numpy()
-    mining = MiningParams(rule="code")
+    mining = load_settings(REPO / "params.yaml").mining.params  # the pipeline's mining (rule code)
     times: dict[str, list[float]] = defaultdict(list)
     with CRFPool(processes) as pool:
         for step in range(steps + 1):  # the first step warms up and is not counted

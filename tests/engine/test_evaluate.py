@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,11 @@ from rrm.engine.inference import predict_probs, predict_probs_batch
 from rrm.method.crf import CRFParams, CRFPool, dense_crf
 from rrm.method.reliable import MiningParams, mine_batch
 from rrm.models.rrm_net import build_rrm
+
+CRF = CRFParams(iterations=10, gauss_sxy=3.0, gauss_compat=3.0, bi_sxy=80.0, bi_srgb=13.0,
+                bi_compat=10.0)  # AffinityNet's CRF, which RRM uses for eq. 5
+MINING = MiningParams(rule="code", alpha_ratio=0.4, gamma=4.0, gamma_low=4.0, gamma_high=32.0, cam_min=0.1,
+                      bg_confident=0.8, crf_confident=0.8, crf=CRF, crf_backend="pydensecrf")  # the authors' code
 
 
 def _samples(n: int, same_size: int = 0) -> list[dict]:
@@ -38,7 +44,7 @@ def model() -> torch.nn.Module:
 
 
 def test_predictions_overlapped_with_pool_equal_inline_and_keep_order(model: torch.nn.Module) -> None:
-    samples, crf = _samples(6, same_size=3), CRFParams(iterations=3)
+    samples, crf = _samples(6, same_size=3), replace(CRF, iterations=3)
     inline = list(predictions(model, samples, scales=[1.0], flip=False, crf=crf, pool=CRFPool(0),
                               device=torch.device("cpu"), desc="inline", chunk=2))
     with CRFPool(2) as pool:  # chunks: 2 + 1 of the same size, then one per size
@@ -72,7 +78,7 @@ def test_predictions_without_crf_yield_no_refinement(model: torch.nn.Module) -> 
 
 
 def test_cams_and_reliable_overlapped_equal_one_image_at_a_time(model: torch.nn.Module) -> None:
-    samples, mining = _samples(5, same_size=3), MiningParams(rule="code")
+    samples, mining = _samples(5, same_size=3), replace(MINING, rule="code")
     with CRFPool(2) as pool:
         pooled = list(cams_and_reliable(model, samples, scales=[1.0, 0.5], mining=mining, pool=pool,
                                         device="cpu", chunk=2))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,11 @@ from rrm.method.crf import CRFParams, CRFPool
 from rrm.method.reliable import MiningParams
 from rrm.models.deeplab import build_deeplab
 from rrm.models.rrm_net import build_rrm
+
+CRF = CRFParams(iterations=10, gauss_sxy=3.0, gauss_compat=3.0, bi_sxy=80.0, bi_srgb=13.0,
+                bi_compat=10.0)  # AffinityNet's CRF, which RRM uses for eq. 5
+MINING = MiningParams(rule="code", alpha_ratio=0.4, gamma=4.0, gamma_low=4.0, gamma_high=32.0, cam_min=0.1,
+                      bg_confident=0.8, crf_confident=0.8, crf=CRF, crf_backend="pydensecrf")  # the authors' code
 
 CELL = 48  # the tiny dataset's image size: tiles are pasted unresized, so pixels compare exactly
 
@@ -34,7 +41,7 @@ def _grid(tmp_path, val, models, ids, *, deeplab=True, cell=CELL, **kwargs):
     with CRFPool(0) as pool:
         titles = qualitative_grid(path, val, ids, classifier=models["classifier"], onestep=models["onestep"],
                                   deeplab=models["deeplab"] if deeplab else None, cam_scales=[0.5, 1.0],
-                                  mining=MiningParams(), pool=pool, cell=cell, **kwargs)
+                                  mining=MINING, pool=pool, cell=cell, **kwargs)
     with Image.open(path) as png:
         return titles, np.asarray(png.convert("RGB"))
 
@@ -87,7 +94,7 @@ def test_cells_resized_and_crf_named(setup, tmp_path):
     val, models = setup
     ids = [val.names[-1], val.names[0]]  # explicit ids keep their order
     titles, grid = _grid(tmp_path, val, models, ids, cell=64,
-                         onestep_inference=Inference(scales=[1.0], crf=CRFParams(iterations=2)))
+                         onestep_inference=Inference(scales=[1.0], crf=replace(CRF, iterations=2)))
     assert titles[3] == "one-step +CRF" and titles[4] == "two-step"
     assert grid.shape == (GRID_HEADER + 2 * 64, 6 * 64, 3)
     first = np.asarray(Image.fromarray(val[len(val) - 1]["image"]).resize((64, 64), Image.NEAREST))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,9 @@ from PIL import Image
 
 from rrm.io import load_image, load_mask
 from rrm.method.crf import CRFParams, CRFPool, dense_crf, dense_crfs
+
+CRF = CRFParams(iterations=10, gauss_sxy=3.0, gauss_compat=3.0, bi_sxy=80.0, bi_srgb=13.0,
+                bi_compat=10.0)  # AffinityNet's CRF, which RRM uses for eq. 5
 
 
 def _small_sample(voc: Path, name: str = "2007_000063", width: int = 100) -> tuple[np.ndarray, np.ndarray]:
@@ -32,7 +36,7 @@ def _agreement(probs: np.ndarray, classes: np.ndarray, mask: np.ndarray) -> floa
 
 
 # Kernel widths are in pixels: the photo is downscaled 5x (500 -> 100 px), so are the spatial sigmas.
-SCALED = CRFParams(gauss_sxy=3.0 / 5, bi_sxy=80.0 / 5)
+SCALED = replace(CRF, gauss_sxy=3.0 / 5, bi_sxy=80.0 / 5)
 
 
 def test_crf_keeps_confident_and_sharpens_noisy_prediction(voc_sample: Path) -> None:
@@ -52,22 +56,22 @@ def test_crf_keeps_confident_and_sharpens_noisy_prediction(voc_sample: Path) -> 
     after = _agreement(dense_crf(image, noisy, SCALED), classes, mask)
     assert before < 0.7 and after > before + 0.2, (before, after)
     # the unscaled (AffinityNet) kernels still help, less: their 80 px bilateral spans the whole photo
-    assert _agreement(dense_crf(image, noisy, CRFParams()), classes, mask) > before + 0.1
+    assert _agreement(dense_crf(image, noisy, CRF), classes, mask) > before + 0.1
 
 
 def test_zero_iterations_return_normalised_unary() -> None:
     image = np.zeros((3, 4, 3), np.uint8)
     probs = np.stack([np.full((3, 4), 0.6), np.full((3, 4), 0.2)]).astype(np.float32)
-    np.testing.assert_allclose(dense_crf(image, probs, CRFParams(iterations=0))[:, 0, 0], [0.75, 0.25], rtol=1e-5)
+    np.testing.assert_allclose(dense_crf(image, probs, replace(CRF, iterations=0))[:, 0, 0], [0.75, 0.25], rtol=1e-5)
 
 
 def test_bad_inputs_raise() -> None:
     with pytest.raises(ValueError, match="image"):
-        dense_crf(np.zeros((4, 4, 3), np.float32), np.ones((2, 4, 4), np.float32), CRFParams())
+        dense_crf(np.zeros((4, 4, 3), np.float32), np.ones((2, 4, 4), np.float32), CRF)
     with pytest.raises(ValueError, match="probs"):
-        dense_crf(np.zeros((4, 4, 3), np.uint8), np.ones((2, 4, 5), np.float32), CRFParams())
+        dense_crf(np.zeros((4, 4, 3), np.uint8), np.ones((2, 4, 5), np.float32), CRF)
     with pytest.raises(ValueError, match="bi_srgb"):
-        CRFParams(bi_srgb=0.0)
+        replace(CRF, bi_srgb=0.0)
 
 
 def test_pool_matches_sequential_and_keeps_order(voc_sample: Path) -> None:
@@ -77,19 +81,19 @@ def test_pool_matches_sequential_and_keeps_order(voc_sample: Path) -> None:
         image, _ = _small_sample(voc_sample, name, width=60 + 10 * k)
         images.append(image)
         probs.append(rng.random((2 + k, *image.shape[:2]), dtype=np.float32))  # sizes differ: order shows
-    params = [CRFParams(), CRFParams(iterations=5), CRFParams(bi_srgb=5.0), CRFParams()]
+    params = [CRF, replace(CRF, iterations=5), replace(CRF, bi_srgb=5.0), CRF]
     expected = [dense_crf(i, p, q) for i, p, q in zip(images, probs, params, strict=True)]
     with CRFPool(2) as pool:
         got = pool.map(images, probs, params)
-        pending = pool.map_async(images[::-1], probs[::-1], CRFParams())
+        pending = pool.map_async(images[::-1], probs[::-1], CRF)
         again = pending.get()
         with pytest.raises(ValueError, match="pair up"):
-            pool.map(images, probs[:2], CRFParams())
+            pool.map(images, probs[:2], CRF)
     with pytest.raises(RuntimeError, match="closed"):
         pool.map(images, probs, params)
     for e, g in zip(expected, got, strict=True):
         assert np.array_equal(e, g)
-    assert np.array_equal(again[0], dense_crf(images[3], probs[3], CRFParams()))
+    assert np.array_equal(again[0], dense_crf(images[3], probs[3], CRF))
     inline = CRFPool(processes=0)
     assert all(np.array_equal(e, g) for e, g in zip(expected, inline.map(images, probs, params), strict=True))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image
 
 from rrm.io import load_image, load_mask
 from rrm.method.cam import normalize_cam
-from rrm.method.crf import CRFPool, dense_crfs
+from rrm.method.crf import CRFParams, CRFPool, dense_crfs
 from rrm.method.reliable import MiningParams, mine_batch, mine_cam_only, mine_code, mine_paper
 from rrm.method.reliable_torch import (
     _mine_code,
@@ -22,6 +23,11 @@ from rrm.method.reliable_torch import (
     mine_batch_torch,
     mine_cam_only_torch,
 )
+
+CRF = CRFParams(iterations=10, gauss_sxy=3.0, gauss_compat=3.0, bi_sxy=80.0, bi_srgb=13.0,
+                bi_compat=10.0)  # AffinityNet's CRF, which RRM uses for eq. 5
+MINING = MiningParams(rule="code", alpha_ratio=0.4, gamma=4.0, gamma_low=4.0, gamma_high=32.0, cam_min=0.1,
+                      bg_confident=0.8, crf_confident=0.8, crf=CRF, crf_backend="pydensecrf")  # the authors' code
 
 U = 255
 # 1, 2 and 3 classes: the packed batch pads the first images' label lists
@@ -71,7 +77,7 @@ def _padded_posteriors(images: np.ndarray, cams: torch.Tensor, labels: torch.Ten
 def test_rule_equals_numpy_rule_on_the_same_posteriors(voc_sample: Path, rule: str) -> None:
     """Given pydensecrf's posteriors, the tensor rule labels every pixel as the numpy rule does."""
     images, cams, labels = _photos(voc_sample)
-    params = MiningParams(rule=rule)
+    params = replace(MINING, rule=rule)
     fg, ids, _ = _pack(cams, labels)
     gammas = (params.gamma,) if rule == "paper" else (params.gamma_low, params.gamma_high)
     posts = _padded_posteriors(images, cams, labels, gammas, params)
@@ -85,7 +91,7 @@ def test_rule_equals_numpy_rule_on_the_same_posteriors(voc_sample: Path, rule: s
 @pytest.mark.parametrize("rule", ["code", "paper"])
 def test_matches_pydensecrf_mining_on_real_photos(voc_sample: Path, rule: str) -> None:
     images, cams, labels = _photos(voc_sample)
-    params = MiningParams(rule=rule)
+    params = replace(MINING, rule=rule)
     roi = np.ones(images.shape[:3], bool)
     roi[0, :, -20:] = False
     want = mine_batch(images, cams, labels, params, CRFPool(0), roi=roi)
@@ -101,7 +107,7 @@ def test_matches_pydensecrf_mining_on_real_photos(voc_sample: Path, rule: str) -
 @pytest.mark.parametrize("rule", ["code", "paper"])
 def test_batch_equals_one_image_at_a_time(voc_sample: Path, rule: str) -> None:
     images, cams, labels = _photos(voc_sample)
-    params = MiningParams(rule=rule)
+    params = replace(MINING, rule=rule)
     batch = mine_batch_torch(_tensor_images(images), cams, labels, params)
     for n in range(len(NAMES)):
         one = mine_batch_torch(_tensor_images(images[n : n + 1]), cams[n : n + 1], labels[n : n + 1], params)
@@ -113,7 +119,7 @@ def test_batch_equals_one_image_at_a_time(voc_sample: Path, rule: str) -> None:
 
 def test_cam_only_equals_numpy(voc_sample: Path) -> None:
     _, cams, labels = _photos(voc_sample)
-    params = MiningParams(rule="paper", alpha_ratio=0.4)
+    params = replace(MINING, rule="paper", alpha_ratio=0.4)
     roi = torch.ones(len(NAMES), *cams.shape[2:], dtype=torch.bool)
     roi[1, :10] = False
     want = mine_cam_only(cams, labels, params, roi=roi.numpy())
@@ -130,15 +136,15 @@ def test_image_without_classes_and_validation() -> None:
     cams = torch.rand(2, 20, 12, 14, generator=torch.Generator().manual_seed(1)) * labels[:, :, None, None]
     cams = normalize_cam(cams, labels)
     for rule in ("code", "paper"):
-        params = MiningParams(rule=rule, bg_confident=0.3, crf_confident=0.6)
+        params = replace(MINING, rule=rule, bg_confident=0.3, crf_confident=0.6)
         want = mine_batch(images, cams, labels, params, CRFPool(0))
         ours = mine_batch_torch(_tensor_images(images), cams, labels, params)
         assert (ours.numpy() == want).mean() >= 0.95
         assert set(np.unique(ours[0].numpy())) <= {0, U}
     with pytest.raises(ValueError, match="labels"):
-        mine_batch_torch(_tensor_images(images), cams, labels[:, :5], MiningParams())
+        mine_batch_torch(_tensor_images(images), cams, labels[:, :5], MINING)
     with pytest.raises(ValueError, match="crf_backend"):
-        MiningParams(crf_backend="cuda")
+        replace(MINING, crf_backend="cuda")
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -148,7 +154,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.mark.parametrize("rule", ["code", "paper"])
 def test_cuda_mining_equals_cpu_mining(voc_sample: Path, rule: str) -> None:
     images, cams, labels = _photos(voc_sample)
-    params = MiningParams(rule=rule)
+    params = replace(MINING, rule=rule)
     cpu = mine_batch_torch(_tensor_images(images), cams, labels, params)
     gpu = mine_batch_torch(_tensor_images(images).cuda(), cams.cuda(), labels, params)
     assert gpu.device.type == "cuda"
