@@ -243,7 +243,10 @@ def _section(cls: type, node: Any, key: str, root: dict, problems: list[str]) ->
             return cls(**values)
         except ValueError as error:  # "MiningParams.alpha_ratio must be ...": name the params.yaml key
             name = re.match(r"\w+\.(\w+)", str(error))
-            problems.append(f"  {_key(f'{key}.{name[1]}') if name else key}: {error}")
+            if name and name[1] in values:
+                problems.append(f"  {_key(f'{key}.{name[1]}')}: {values[name[1]]!r}: {error}")
+            else:
+                problems.append(f"  {key}: {error}")
             return None
     return cls(**values)
 

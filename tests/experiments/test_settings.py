@@ -72,7 +72,7 @@ def test_alpha_ratio_outside_unit_interval_is_rejected(value):
 def test_method_dataclass_checks_are_reported_under_their_params_key():
     params = _raw()
     params["mining"]["crf"]["bi_srgb"] = -1.0
-    with pytest.raises(ValueError, match=r"\n  mining\.crf\.bi_srgb: CRFParams\.bi_srgb must be > 0"):
+    with pytest.raises(ValueError, match=r"\n  mining\.crf\.bi_srgb: -1\.0: CRFParams\.bi_srgb must be > 0"):
         validate(params)
 
 
