@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from PIL import Image
 
 from rrm.data.classes import IGNORE_INDEX
+from rrm.engine.recipe import EnergyParams
+from rrm.experiments.settings import Params, load_settings
 from rrm.io import load_image, load_mask, write_json
 from rrm.method.cam import normalize_cam
 from rrm.method.energy_loss import dense_energy_loss
@@ -102,16 +103,15 @@ class Inputs:
 
 
 def energy_loss(raw: torch.Tensor, probs: torch.Tensor, roi: torch.Tensor, target: torch.Tensor,
-                energy: dict) -> torch.Tensor:
+                energy: EnergyParams) -> torch.Tensor:
     """The dense energy loss with a params.yaml `train_onestep.energy` section's settings."""
-    return dense_energy_loss(raw, probs, roi, target, sigma_rgb=energy["sigma_rgb"],
-                             sigma_xy=energy["sigma_xy"], scale=energy["scale"], weight=energy["weight"])
+    return dense_energy_loss(raw, probs, roi, target, sigma_rgb=energy.sigma_rgb,
+                             sigma_xy=energy.sigma_xy, scale=energy.scale, weight=energy.weight)
 
 
-def read_params(path: Path) -> dict:
-    """params.yaml as a plain dict."""
-    with open(path) as handle:
-        return yaml.safe_load(handle)
+def read_params(path: Path) -> Params:
+    """params.yaml, validated, as the pipeline reads it."""
+    return load_settings(path)
 
 
 def sync(device: torch.device) -> None:

@@ -36,8 +36,10 @@ from common import BENCH_DIR, REPO, Inputs, energy_loss, machine_info, median_ms
 from rrm.data.normalize import normalize_raw
 from rrm.engine.crf_pool import CRFPool
 from rrm.engine.mining import mine_batch
-from rrm.engine.train import TrainSettings, step_losses
-from rrm.experiments.pipeline import mining_params
+from rrm.engine.recipe import EnergyParams, TrainSettings
+from rrm.engine.steps import step_losses
+from rrm.experiments.pipeline import training_run
+from rrm.experiments.settings import Params
 from rrm.method.cam import multiscale_cam
 from rrm.method.losses import classification_loss, split_cross_entropy
 from rrm.method.reliable import MiningParams
@@ -55,7 +57,7 @@ def training_batch(inputs: Inputs) -> dict[str, torch.Tensor]:
     return {k: v.pin_memory() for k, v in batch.items()} if inputs.device.type == "cuda" else batch
 
 
-def mining_and_energy(inputs: Inputs, mining: MiningParams, energy: dict) -> torch.Tensor:
+def mining_and_energy(inputs: Inputs, mining: MiningParams, energy: EnergyParams) -> torch.Tensor:
     """Part a: torch mining on the device, then the energy loss forward + backward."""
     target = mine_batch_torch(inputs.raw_d, inputs.cams_d, inputs.labels, mining, roi=inputs.roi_d)
     logits = inputs.logits_d.detach().requires_grad_(True)
@@ -70,14 +72,14 @@ def authors_step(model: nn.Module, batch: dict, s: TrainSettings, device: torch.
     images, labels = batch["image"].to(device), batch["labels"].to(device)
     out = model(images)
     with torch.no_grad():
-        cam = multiscale_cam(model, images, labels, scales=s.cam_scales, scale1_cam=out["cam"])
+        cam = multiscale_cam(model, images, labels, scales=s.mining.cam_scales, scale1_cam=out["cam"])
     raw_uint8 = batch["raw"].permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
-    pseudo = mine_batch(raw_uint8, cam.cpu(), batch["labels"], s.mining, CRFPool(0), roi=batch["roi"].numpy() > 0)
+    pseudo = mine_batch(raw_uint8, cam.cpu(), batch["labels"], s.mining.params, CRFPool(0), roi=batch["roi"].numpy() > 0)
     target = torch.from_numpy(pseudo).long()
     seg = F.interpolate(out["seg"], images.shape[-2:], mode="bilinear", align_corners=False)
     loss = classification_loss(out["cls"], labels) + sum(split_cross_entropy(seg, target.to(device)))
     probs_cpu = torch.softmax(seg, dim=1).cpu()  # differentiable copy: the gradient returns to the device
-    return loss + energy_loss(batch["raw"], probs_cpu, batch["roi"], target, s.energy).to(device)
+    return loss + energy_loss(batch["raw"], probs_cpu, batch["roi"], target, s.recipe.energy).to(device)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[], torch.Tensor]) -> None:
@@ -87,18 +89,19 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Call
     optimizer.step()
 
 
-def settings(args: argparse.Namespace, params: dict, device: torch.device, **overrides: object) -> TrainSettings:
-    return TrainSettings(
-        mode="onestep", data_root="-", split="-", out_model="-", checkpoint="-", width=args.width,
-        batch_size=args.batch, crop_size=args.crop, device=str(device),
-        cam_scales=tuple(params["mining"]["cam_scales"]), energy=dict(params["train_onestep"]["energy"]),
-        **overrides)  # type: ignore[arg-type]
+def settings(args: argparse.Namespace, params: Params, device: torch.device, *, amp: str = "none",
+             crf_backend: str = "pydensecrf") -> TrainSettings:
+    """train_onestep's run at this benchmark's width, batch and crop, with the given precision and CRF backend."""
+    s = training_run(params, "train_onestep", init="-", out_model="-", checkpoint="-", live_dir=None)
+    mining = replace(params.mining, params=replace(params.mining.params, crf_backend=crf_backend))
+    return replace(s, width=args.width, device=str(device), amp=amp, mining=mining,
+                   recipe=replace(s.recipe, batch_size=args.batch, crop_size=args.crop))
 
 
-def part_a(args: argparse.Namespace, params: dict, device: torch.device, out: dict) -> None:
+def part_a(args: argparse.Namespace, params: Params, device: torch.device, out: dict) -> None:
     inputs = Inputs(args.crop, args.batch, device)
-    mining = mining_params(params)
-    energy = params["train_onestep"]["energy"]
+    mining = params.mining.params
+    energy = params.train_onestep.energy
     out["mining_energy"] = median_ms(lambda: mining_and_energy(inputs, mining, energy), device, 3, args.runs)
     out["mining_only"] = median_ms(
         lambda: mine_batch_torch(inputs.raw_d, inputs.cams_d, inputs.labels, mining, roi=inputs.roi_d),
@@ -116,10 +119,10 @@ def part_a(args: argparse.Namespace, params: dict, device: torch.device, out: di
           f"median of {args.runs})")
 
 
-def part_c(args: argparse.Namespace, params: dict, device: torch.device, out: dict) -> None:
+def part_c(args: argparse.Namespace, params: Params, device: torch.device, out: dict) -> None:
     inputs = Inputs(args.crop, args.batch, device)
-    mining = mining_params(params)
-    energy = params["train_onestep"]["energy"]
+    mining = params.mining.params
+    energy = params.train_onestep.energy
     reference = mine_batch(inputs.images, inputs.cams, inputs.labels, mining, CRFPool(0), roi=inputs.roi.numpy())
     ours = mine_batch_torch(inputs.raw_d, inputs.cams_d, inputs.labels, mining, roi=inputs.roi_d).cpu().numpy()
     out["mining_agreement"] = float((ours == reference).mean())
@@ -135,12 +138,11 @@ def part_c(args: argparse.Namespace, params: dict, device: torch.device, out: di
           + (" (same device: trivially 0)" if device.type == "cpu" else ""))
 
 
-def part_b(args: argparse.Namespace, params: dict, device: torch.device, out: dict) -> None:
+def part_b(args: argparse.Namespace, params: Params, device: torch.device, out: dict) -> None:
     inputs = Inputs(args.crop, args.batch, device)
     model = build_rrm(width=args.width).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-9)  # tiny steps: the weights stay sane over the runs
-    ours = settings(args, params, device, amp="bf16",
-                    mining=replace(mining_params(params), crf_backend="torch"))
+    ours = settings(args, params, device, amp="bf16", crf_backend="torch")
     cuda = device.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)
@@ -157,7 +159,7 @@ def part_b(args: argparse.Namespace, params: dict, device: torch.device, out: di
     print(f"b. one training step, ResNet-38 width {args.width}, batch {args.batch}, crop {args.crop}, {device}: "
           f"ours (torch mining, bf16, channels_last) {out['step_ours']['median_ms']:.1f} ms "
           f"(median of {args.step_runs})")
-    authors = settings(args, params, device, mining=mining_params(params))
+    authors = settings(args, params, device)
     out["step_authors"] = median_ms(lambda: train_step(model, optimizer, lambda: authors_step(model, batch, authors,
                                                                                               device)),
                                     device, 1, args.authors_runs)

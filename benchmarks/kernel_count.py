@@ -30,7 +30,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import rrm.method.crf_torch
 import rrm.method.energy_loss
 import rrm.method.permutohedral
-from rrm.experiments.pipeline import mining_params
 from rrm.method.permutohedral import PermutohedralLattice
 from rrm.method.reliable_torch import mine_batch_torch
 
@@ -99,9 +98,9 @@ def main() -> None:
     args = parser.parse_args()
     params = read_params(args.params)
     inputs = Inputs(args.crop, args.batch, torch.device("cpu"))
-    mining = mining_params(params)
+    mining = params.mining.params
     one_iteration = replace(mining, crf=replace(mining.crf, iterations=1))
-    energy = params["train_onestep"]["energy"]
+    energy = params.train_onestep.energy
     target = mine_batch_torch(inputs.raw, inputs.cams, inputs.labels, mining, roi=inputs.roi)
 
     def mine(settings: object) -> Callable[[], object]:

@@ -21,13 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import BENCH_DIR, NAMES, crop_batch, fake_cams, machine_info, write_report
+from common import BENCH_DIR, NAMES, REPO, crop_batch, fake_cams, machine_info, read_params, write_report
 
 from rrm.data.classes import IGNORE_INDEX
 from rrm.engine.crf_pool import CRFPool
 from rrm.engine.metrics import ConfusionMatrix
 from rrm.engine.mining import mine_batch
-from rrm.method.reliable import MiningParams
 
 
 def timed(fn) -> tuple[float, float, np.ndarray]:
@@ -69,7 +68,7 @@ def main() -> None:
 
     images, masks, roi = crop_batch(args.crop)
     cams, labels = fake_cams(masks)
-    params = MiningParams(rule="code")
+    params = read_params(REPO / "params.yaml").mining.params  # the pipeline's mining (rule code)
     load_before = os.getloadavg()
     if not Path("/proc").is_dir():
         raise RuntimeError("this benchmark reads /proc to measure other processes' CPU use (Linux only)")

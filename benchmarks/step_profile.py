@@ -20,7 +20,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import BENCH_DIR, machine_info, sync, write_report
+from common import BENCH_DIR, REPO, machine_info, read_params, sync, write_report
 
 from rrm.data.normalize import normalize_batch
 from rrm.engine.crf_pool import CRFPool
@@ -28,7 +28,6 @@ from rrm.engine.mining import mine_batch
 from rrm.method.cam import multiscale_cam
 from rrm.method.energy_loss import dense_energy_loss
 from rrm.method.losses import classification_loss, split_cross_entropy
-from rrm.method.reliable import MiningParams
 from rrm.models.rrm_net import build_rrm
 
 
@@ -52,7 +51,7 @@ def profile(width: float, crop: int, batch: int, steps: int, device: torch.devic
     images, raw_d, labels_d = images.to(device), raw.to(device), labels.to(device)
     roi = torch.ones(batch, crop, crop, device=device)
     raw_uint8 = raw.permute(0, 2, 3, 1).to(torch.uint8).numpy()
-    mining = MiningParams(rule="code")
+    mining = read_params(REPO / "params.yaml").mining.params  # the pipeline's mining (rule code)
     times: dict[str, list[float]] = defaultdict(list)
     with CRFPool(processes) as pool:
         for step in range(steps + 1):  # the first step warms up and is not counted

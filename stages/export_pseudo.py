@@ -1,22 +1,24 @@
-"""Stage export_pseudo: the one-step network labels the training split for the two-step DeepLab."""
+"""Stage export_pseudo: the one-step network labels the training split for the two-step DeepLab.
+
+    python stages/export_pseudo.py --model models/onestep.pt --masks data/pseudo --report reports/pseudo
+"""
 
 from __future__ import annotations
 
-from rrm.engine.crf_pool import CRFPool
-from rrm.engine.evaluate import export_pseudo
-from rrm.experiments.pipeline import crf_params, dataset, device, load_model
-from rrm.experiments.settings import load_params
+import argparse
+
+from rrm.experiments.pipeline import export_pseudo
+from rrm.experiments.settings import load_settings
 
 
 def main() -> None:
-    params = load_params()
-    section = params["export_pseudo"]
-    crf = crf_params(params["evaluate"]["crf"]) if section["crf"] else None
-    with CRFPool(params["mining"]["pool_processes"]) as pool:
-        report = export_pseudo(
-            load_model("models/onestep.pt", device(params)), dataset(params, section["split"], weak=True),
-            "data/pseudo", "reports/pseudo", scales=section["scales"], flip=section["flip"], crf=crf,
-            pool=pool, device=device(params), n_examples=params["evaluate"]["figures"])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="the one-step network (stage train_onestep)")
+    parser.add_argument("--masks", required=True, help="folder the pseudo masks are written to")
+    parser.add_argument("--report", required=True, help="report folder")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    report = export_pseudo(load_settings(args.params), args.model, args.masks, args.report)
     print(f"pseudo labels: mIoU {report['miou']:.4f} on {report['n_scored']} images with masks")
 
 

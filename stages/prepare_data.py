@@ -1,26 +1,23 @@
-"""Stage prepare_data: generate the embedded VOC-layout dataset and record its statistics."""
+"""Stage prepare_data: generate the embedded VOC-layout dataset and record the statistics of data.root.
+
+    python stages/prepare_data.py --out data/embedded --stats reports/data/stats.json
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import argparse
 
-from rrm.data.synthetic import dataset_stats, generate_dataset
-from rrm.experiments.settings import load_params
-from rrm.io import write_json
-
-OUT = Path("data/embedded")
+from rrm.experiments.pipeline import prepare_data
+from rrm.experiments.settings import load_settings
 
 
 def main() -> None:
-    params = load_params()
-    section = params["prepare_data"]
-    if section["generate"]:
-        generate_dataset(OUT, seed=section["seed"], image_size=section["image_size"],
-                         n_train=section["n_train"], n_extra=section["n_extra"], n_val=section["n_val"],
-                         n_test=section["n_test"], max_objects=section["max_objects"])
-    else:
-        OUT.mkdir(parents=True, exist_ok=True)  # real data lives at data.root; nothing to generate
-    write_json("reports/data/stats.json", dataset_stats(Path(params["data"]["root"])))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="folder of the generated dataset")
+    parser.add_argument("--stats", required=True, help="JSON file of the dataset statistics")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    prepare_data(load_settings(args.params), args.out, args.stats)
 
 
 if __name__ == "__main__":

@@ -1,37 +1,31 @@
 """Stage qualitative: the paper's Figure 4 on the first `evaluate.figures` val images.
 
-Columns: image, CAM and reliable regions (models/cls.pt, as evaluate_cam), one-step (models/onestep.pt,
-`evaluate` settings), two-step (models/deeplab.pt, `evaluate_deeplab` settings), ground truth.
+Columns: image, CAM and reliable regions (the classifier, as evaluate_cam), one-step (`evaluate`
+settings), two-step (`evaluate_deeplab` settings), ground truth.
+
+    python stages/qualitative.py --cls models/cls.pt --onestep models/onestep.pt --deeplab models/deeplab.pt \
+        --out reports/figures/qualitative.png
 """
 
 from __future__ import annotations
 
-from rrm.engine.crf_pool import CRFPool
-from rrm.engine.qualitative import Inference, first_ids, qualitative_grid
-from rrm.experiments.pipeline import crf_params, dataset, device, load_model, mining_params
-from rrm.experiments.settings import load_params
+import argparse
 
-OUT = "reports/figures/qualitative.png"
-
-
-def inference(section: dict) -> Inference:
-    return Inference(scales=section["scales"], flip=section["flip"], crf=crf_params(section["crf"]))
+from rrm.experiments.pipeline import qualitative
+from rrm.experiments.settings import load_settings
 
 
 def main() -> None:
-    params = load_params()
-    dev = device(params)
-    val = dataset(params, "val_split")
-    # CRFs inline: for a handful of images, starting worker processes (each imports torch) costs more than
-    # the CRFs themselves (8 embedded images: ~3 s inline, ~13 s with 2 workers).
-    with CRFPool(0) as pool:
-        titles = qualitative_grid(
-            OUT, val, first_ids(val, params["evaluate"]["figures"]),
-            classifier=load_model("models/cls.pt", dev), onestep=load_model("models/onestep.pt", dev),
-            deeplab=load_model("models/deeplab.pt", dev), cam_scales=params["mining"]["cam_scales"],
-            mining=mining_params(params), onestep_inference=inference(params["evaluate"]),
-            deeplab_inference=inference(params["evaluate_deeplab"]), pool=pool, device=dev)
-    print(f"{OUT}: {', '.join(titles)}")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cls", required=True, help="the classifier (stage train_cls)")
+    parser.add_argument("--onestep", required=True, help="the one-step network (stage train_onestep)")
+    parser.add_argument("--deeplab", required=True, help="the two-step DeepLab (stage train_deeplab)")
+    parser.add_argument("--out", required=True, help="the PNG to write")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    titles = qualitative(load_settings(args.params), args.out, classifier=args.cls, onestep=args.onestep,
+                         deeplab=args.deeplab)
+    print(f"{args.out}: {', '.join(titles)}")
 
 
 if __name__ == "__main__":

@@ -2,26 +2,29 @@
 
 DeepLab starts from deeplab.init (a torchvision ImageNet file, as published) or, where there is none
 (the embedded data), from random weights.
+
+    python stages/train_deeplab.py --masks data/pseudo --out models/deeplab.pt \
+        --checkpoint checkpoints/train_deeplab/last.pt --live reports/train_deeplab/live
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import argparse
 
-from rrm.engine.distributed import launch
-from rrm.engine.train import train
-from rrm.experiments.pipeline import train_settings
-from rrm.experiments.settings import load_params
+from rrm.experiments.pipeline import run_training, training_run
+from rrm.experiments.settings import load_settings
 
 
 def main() -> None:
-    params = load_params()
-    deeplab = params["deeplab"]
-    settings = train_settings(params, "train_deeplab", mode="supervised", out_model="models/deeplab.pt",
-                              arch=deeplab["arch"], init=deeplab["init"],
-                              mask_dir=str(Path("data/pseudo").resolve()), split=params["export_pseudo"]["split"])
-    if not launch(settings.nproc):  # nproc > 1: re-run this script under torchrun
-        train(settings)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--masks", required=True, help="folder of pseudo masks (stage export_pseudo)")
+    parser.add_argument("--out", required=True, help="the trained DeepLab")
+    parser.add_argument("--checkpoint", required=True, help="resumable state while training (removed at the end)")
+    parser.add_argument("--live", required=True, help="dvclive folder of the loss curves")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    run_training(training_run(load_settings(args.params), "train_deeplab", masks=args.masks, out_model=args.out,
+                              checkpoint=args.checkpoint, live_dir=args.live))
 
 
 if __name__ == "__main__":

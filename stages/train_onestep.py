@@ -1,19 +1,27 @@
-"""Stage train_onestep: RRM's one-step training (CAM -> reliable regions -> joint segmentation loss)."""
+"""Stage train_onestep: RRM's one-step training (CAM -> reliable regions -> joint segmentation loss).
+
+    python stages/train_onestep.py --init models/cls.pt --out models/onestep.pt \
+        --checkpoint checkpoints/train_onestep/last.pt --live reports/train_onestep/live
+"""
 
 from __future__ import annotations
 
-from rrm.engine.distributed import launch
-from rrm.engine.train import train
-from rrm.experiments.pipeline import train_settings
-from rrm.experiments.settings import load_params
+import argparse
+
+from rrm.experiments.pipeline import run_training, training_run
+from rrm.experiments.settings import load_settings
 
 
 def main() -> None:
-    params = load_params()
-    settings = train_settings(params, "train_onestep", mode="onestep", out_model="models/onestep.pt",
-                              init="models/cls.pt")
-    if not launch(settings.nproc):  # nproc > 1: re-run this script under torchrun
-        train(settings)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--init", required=True, help="the classifier to start from (stage train_cls)")
+    parser.add_argument("--out", required=True, help="the trained one-step network")
+    parser.add_argument("--checkpoint", required=True, help="resumable state while training (removed at the end)")
+    parser.add_argument("--live", required=True, help="dvclive folder of the loss curves")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    run_training(training_run(load_settings(args.params), "train_onestep", init=args.init, out_model=args.out,
+                              checkpoint=args.checkpoint, live_dir=args.live))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,18 +17,18 @@ Params = Annotated[Path, typer.Option("--params", help="params.yaml to read sett
 Checkpoint = Annotated[Path, typer.Argument(help="a checkpoint written by the pipeline (models/*.pt)")]
 
 
-def _model_and_settings(params_path: Path, checkpoint: Path, crf: bool) -> tuple[dict, object, dict]:
+def _model_and_settings(params_path: Path, checkpoint: Path, crf: bool) -> tuple[Any, object, dict]:
     """params.yaml, the checkpoint's network on the configured device, and its inference settings
     (the `evaluate` section for ResNet-38 networks, `evaluate_deeplab` for DeepLab)."""
-    from rrm.experiments.pipeline import crf_params, device, load_model
-    from rrm.experiments.settings import load_params
+    from rrm.experiments.pipeline import load_model
+    from rrm.experiments.settings import load_settings, resolve_device
     from rrm.models.rrm_net import RRMNet
 
-    cfg = load_params(params_path)
-    model = load_model(checkpoint, device(cfg))
-    section = cfg["evaluate" if isinstance(model, RRMNet) else "evaluate_deeplab"]
-    settings = {"scales": section["scales"], "flip": section["flip"],
-                "crf": crf_params(section["crf"]) if crf else None, "device": device(cfg)}
+    cfg = load_settings(params_path)
+    model = load_model(checkpoint, resolve_device(cfg.device))
+    section = cfg.evaluate if isinstance(model, RRMNet) else cfg.evaluate_deeplab
+    settings = {"scales": section.scales, "flip": section.flip, "crf": section.crf if crf else None,
+                "device": resolve_device(cfg.device)}
     return cfg, model, settings
 
 
@@ -70,8 +70,8 @@ def evaluate(checkpoint: Checkpoint,
     from rrm.experiments.pipeline import dataset
 
     cfg, model, settings = _model_and_settings(params, checkpoint, crf)
-    with CRFPool(cfg["mining"]["pool_processes"]) as pool:
-        report = evaluate_segmentation(model, dataset(cfg, split), out, pool=pool, **settings)
+    with CRFPool(cfg.mining.pool_processes) as pool:
+        report = evaluate_segmentation(model, dataset(cfg.data, split), out, pool=pool, **settings)
     typer.echo(f"mIoU {report['miou']:.4f}" + (f", with CRF {report['miou_crf']:.4f}" if crf else ""))
 
 

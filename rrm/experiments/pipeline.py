@@ -1,72 +1,134 @@
-"""params.yaml sections -> library settings. Stages and the CLI both go through these, so a setting is
-read in exactly one place."""
+"""What each pipeline stage runs, built from params.yaml's dataclasses (rrm.experiments.settings) and the
+paths the stage's command passes. Stage scripts and the CLI call these, so a setting is read in one place.
+
+rrm.engine.train, rrm.engine.qualitative and rrm.models.deeplab import torchvision (augmentation, ResNet
+blocks), whose import pulls in torch._dynamo (~3 s): they are imported where used, so the evaluation
+stages start without them.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
 from rrm.data.voc import VOCSegmentation
-from rrm.experiments.settings import lookup, resolve_device
-from rrm.io import load_torch
-from rrm.method.crf import CRFParams
-from rrm.method.reliable import MiningParams
+from rrm.engine.recipe import TrainSettings
+from rrm.experiments.settings import Data, Params, Prediction, resolve_device
+from rrm.io import load_torch, write_json
 from rrm.models.rrm_net import build_rrm
 
-# rrm.engine.train and rrm.models.deeplab import torchvision (augmentation, ResNet blocks), whose import pulls in
-# torch._dynamo (~3 s): they are imported where used, so the evaluation stages start without them.
-if TYPE_CHECKING:
-    from rrm.engine.train import TrainSettings
-
-TRAIN_KEYS = ("freeze_bn", "dropout", "optimizer", "steps", "batch_size", "crop_size", "scale_range", "lr",
-              "weight_decay", "momentum", "poly_power", "checkpoint_every")
+MODES = {"train_cls": "cls", "train_onestep": "onestep", "train_full": "supervised", "train_deeplab": "supervised"}
 
 
-def crf_params(section: dict) -> CRFParams:
-    return CRFParams(**section)
+def dataset(data: Data, split: str, *, weak: bool = False, mask_dir: str | None = None) -> VOCSegmentation:
+    """`split` of the configured VOC-layout root (masks from `mask_dir`, else data.mask_dir's choice)."""
+    return VOCSegmentation(data.root, split, mask_dir=mask_dir or data.mask_dir, weak=weak)
 
 
-def mining_params(params: dict) -> MiningParams:
-    m = params["mining"]
-    return MiningParams(rule=m["rule"], alpha_ratio=float(params["alpha_ratio"]), gamma=m["gamma"],
-                        gamma_low=m["gamma_low"], gamma_high=m["gamma_high"], cam_min=m["cam_min"],
-                        bg_confident=m["bg_confident"], crf_confident=m["crf_confident"],
-                        crf=crf_params(m["crf"]), crf_backend=m.get("crf_backend", "pydensecrf"))
-
-
-def device(params: dict) -> torch.device:
-    return resolve_device(params["device"])
-
-
-def dataset(params: dict, split_key: str, *, weak: bool = False, mask_dir: str | None = None) -> VOCSegmentation:
-    """The split named by data.<split_key> (e.g. 'val_split') of the configured VOC-layout root."""
-    data = params["data"]
-    split = data.get(split_key, split_key)
-    return VOCSegmentation(data["root"], split, mask_dir=mask_dir or data.get("mask_dir"), weak=weak)
-
-
-def train_settings(params: dict, stage: str, *, mode: str, out_model: str, init: str | None = None,
-                   arch: str = "resnet38", mask_dir: str | None = None, split: str | None = None) -> TrainSettings:
-    from rrm.engine.train import TrainSettings
-
-    section = params[stage]
-    extra = {}
-    if mode == "onestep":
-        extra = {"loss": section["loss"], "pseudo": section["pseudo"], "energy": dict(section["energy"]),
-                 "cam_scales": tuple(params["mining"]["cam_scales"]), "mining": mining_params(params),
-                 "pool_processes": params["mining"]["pool_processes"]}
+def training_run(p: Params, stage: str, *, out_model: str, checkpoint: str, live_dir: str | None,
+                 init: str | None = None, masks: str | None = None) -> TrainSettings:
+    """The run of a training stage (a key of MODES). `init`: the classifier the segmentation stages start
+    from (train_onestep, train_full; train_cls and train_deeplab start from model.init / deeplab.init);
+    `masks`: the pseudo masks train_deeplab learns."""
+    if stage not in MODES:
+        raise ValueError(f"training stage {stage!r}: expected one of {tuple(MODES)}")
+    deeplab = stage == "train_deeplab"
+    if stage in ("train_onestep", "train_full") and init is None:
+        raise ValueError(f"{stage} starts from the classifier: pass init (models/cls.pt)")
+    if deeplab and masks is None:
+        raise ValueError("train_deeplab learns pseudo masks: pass masks (data/pseudo)")
+    arch = p.deeplab.arch if deeplab else "resnet38"
+    if stage in ("train_cls", "train_deeplab"):
+        init = p.deeplab.init if deeplab else p.model.init
     return TrainSettings(
-        mode=mode, arch=arch, data_root=params["data"]["root"], split=split or params["data"]["train_split"],
-        mask_dir=mask_dir or params["data"].get("mask_dir"), out_model=out_model,
-        checkpoint=f"checkpoints/{stage}/last.pt", live_dir=f"reports/{stage}/live",
-        width=float(lookup(params, "deeplab.width") if arch != "resnet38" else params["model"]["width"]),
-        batch_norm=arch == "vgg16_largefov" and bool(lookup(params, "deeplab.batch_norm", False)),
-        init=init, seed=int(params["seed"]), device=str(device(params)), amp=str(params.get("amp", "none")),
-        num_workers=int(params["data"]["num_workers"]), nproc=int(params["nproc"]),
-        **{key: section[key] for key in TRAIN_KEYS if key in section}, **extra)
+        mode=MODES[stage], arch=arch, width=p.deeplab.width if deeplab else p.model.width,
+        batch_norm=arch == "vgg16_largefov" and p.deeplab.batch_norm, init=init,
+        data_root=p.data.root, split=p.export_pseudo.split if deeplab else p.data.train_split,
+        mask_dir=str(Path(masks).resolve()) if masks is not None else p.data.mask_dir,
+        out_model=out_model, checkpoint=checkpoint, live_dir=live_dir, seed=p.seed,
+        device=str(resolve_device(p.device)), amp=p.amp, num_workers=p.data.num_workers, nproc=p.nproc,
+        recipe=getattr(p, stage), mining=p.mining if stage == "train_onestep" else None)
+
+
+def run_training(settings: TrainSettings) -> None:
+    """Train in this process, or with nproc > 1 re-run this script under torchrun (DDP)."""
+    from rrm.engine.distributed import launch
+    from rrm.engine.train import train
+
+    if not launch(settings.nproc):
+        train(settings)
+
+
+def prepare_data(p: Params, out: str, stats: str) -> None:
+    """The embedded dataset at `out` (unless prepare_data.generate is false: real data lives at data.root),
+    and the statistics of data.root."""
+    from rrm.data.synthetic import dataset_stats, generate_dataset
+
+    s = p.prepare_data
+    if s.generate:
+        generate_dataset(Path(out), seed=s.seed, image_size=s.image_size, n_train=s.n_train, n_extra=s.n_extra,
+                         n_val=s.n_val, n_test=s.n_test, max_objects=s.max_objects)
+    else:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    write_json(stats, dataset_stats(Path(p.data.root)))
+
+
+def evaluate(p: Params, model_path: str, out_dir: str, prediction: Prediction) -> dict:
+    """Score a trained network on the val split with `prediction`'s scales, flip and CRF."""
+    from rrm.engine.crf_pool import CRFPool
+    from rrm.engine.evaluate import evaluate_segmentation
+
+    dev = resolve_device(p.device)
+    with CRFPool(p.mining.pool_processes) as pool:
+        return evaluate_segmentation(
+            load_model(model_path, dev), dataset(p.data, p.data.val_split), out_dir, scales=prediction.scales,
+            flip=prediction.flip, crf=prediction.crf, pool=pool, device=dev, n_examples=p.evaluate.figures)
+
+
+def evaluate_cam(p: Params, model_path: str, out_dir: str) -> dict:
+    """CAM pseudo labels and reliable regions of the classifier, scored on evaluate_cam.split."""
+    from rrm.engine.crf_pool import CRFPool
+    from rrm.engine.evaluate import evaluate_cam as score
+
+    dev = resolve_device(p.device)
+    with CRFPool(p.mining.pool_processes) as pool:
+        return score(load_model(model_path, dev), dataset(p.data, p.evaluate_cam.split), out_dir,
+                     scales=p.mining.cam_scales, bg_threshold=p.evaluate_cam.bg_threshold,
+                     mining=p.mining.params, pool=pool, device=dev, n_examples=p.evaluate.figures)
+
+
+def export_pseudo(p: Params, model_path: str, masks_dir: str, report_dir: str) -> dict:
+    """The one-step network's labels for export_pseudo.split (the two-step DeepLab's training masks)."""
+    from rrm.engine.crf_pool import CRFPool
+    from rrm.engine.evaluate import export_pseudo as export
+
+    s, dev = p.export_pseudo, resolve_device(p.device)
+    with CRFPool(p.mining.pool_processes) as pool:
+        return export(load_model(model_path, dev), dataset(p.data, s.split, weak=True), masks_dir, report_dir,
+                      scales=s.scales, flip=s.flip, crf=p.evaluate.crf if s.crf else None, pool=pool,
+                      device=dev, n_examples=p.evaluate.figures)
+
+
+def qualitative(p: Params, out: str, *, classifier: str, onestep: str, deeplab: str) -> list[str]:
+    """The paper's Figure 4 on the first evaluate.figures val images; returns the column titles."""
+    from rrm.engine.crf_pool import CRFPool
+    from rrm.engine.qualitative import Inference, first_ids, qualitative_grid
+
+    def inference(s: Prediction) -> Inference:
+        return Inference(scales=s.scales, flip=s.flip, crf=s.crf)
+
+    dev = resolve_device(p.device)
+    val = dataset(p.data, p.data.val_split)
+    # CRFs inline: for a handful of images, starting worker processes (each imports torch) costs more than
+    # the CRFs themselves (8 embedded images: ~3 s inline, ~13 s with 2 workers).
+    with CRFPool(0) as pool:
+        return qualitative_grid(
+            out, val, first_ids(val, p.evaluate.figures), classifier=load_model(classifier, dev),
+            onestep=load_model(onestep, dev), deeplab=load_model(deeplab, dev), cam_scales=p.mining.cam_scales,
+            mining=p.mining.params, onestep_inference=inference(p.evaluate),
+            deeplab_inference=inference(p.evaluate_deeplab), pool=pool, device=dev)
 
 
 def load_model(path: str | Path, map_device: torch.device | str = "cpu") -> nn.Module:

@@ -16,14 +16,14 @@ from pydensecrf.utils import unary_from_softmax
 
 @dataclass(frozen=True)
 class CRFParams:
-    """Mean-field iterations and kernel settings (defaults: AffinityNet's, used by RRM for eq. 5)."""
+    """Mean-field iterations and kernel settings (RRM uses AffinityNet's for eq. 5: params.yaml mining.crf)."""
 
-    iterations: int = 10
-    gauss_sxy: float = 3.0
-    gauss_compat: float = 3.0
-    bi_sxy: float = 80.0
-    bi_srgb: float = 13.0
-    bi_compat: float = 10.0
+    iterations: int
+    gauss_sxy: float
+    gauss_compat: float
+    bi_sxy: float
+    bi_srgb: float
+    bi_compat: float
 
     def __post_init__(self) -> None:
         if not isinstance(self.iterations, int) or self.iterations < 0:

@@ -13,7 +13,7 @@ Class ids: 0 background, c + 1 for CAM channel c; 255 = unreliable / unlabelled.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -44,16 +44,16 @@ class MiningParams:
     rrm.method.reliable_torch.mine_batch_torch).
     """
 
-    rule: str = "code"
-    alpha_ratio: float = 0.4
-    gamma: float = 4.0
-    gamma_low: float = 4.0
-    gamma_high: float = 32.0
-    cam_min: float = 0.1
-    bg_confident: float = 0.8
-    crf_confident: float = 0.8
-    crf: CRFParams = field(default_factory=CRFParams)
-    crf_backend: str = "pydensecrf"
+    rule: str
+    alpha_ratio: float
+    gamma: float
+    gamma_low: float
+    gamma_high: float
+    cam_min: float
+    bg_confident: float
+    crf_confident: float
+    crf: CRFParams
+    crf_backend: str
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from authors_settings import CRF
 from PIL import Image
 
 from rrm.engine.crf_pool import CRFPool
 from rrm.io import load_image
-from rrm.method.crf import CRFParams, dense_crf
+from rrm.method.crf import dense_crf
 
 
 def _photo(voc: Path, name: str, width: int) -> np.ndarray:
@@ -27,19 +29,19 @@ def test_pool_matches_sequential_and_keeps_order(voc_sample: Path) -> None:
         image = _photo(voc_sample, name, width=60 + 10 * k)
         images.append(image)
         probs.append(rng.random((2 + k, *image.shape[:2]), dtype=np.float32))  # sizes differ: order shows
-    params = [CRFParams(), CRFParams(iterations=5), CRFParams(bi_srgb=5.0), CRFParams()]
+    params = [CRF, replace(CRF, iterations=5), replace(CRF, bi_srgb=5.0), CRF]
     expected = [dense_crf(i, p, q) for i, p, q in zip(images, probs, params, strict=True)]
     with CRFPool(2) as pool:
         got = pool.map_async(images, probs, params).get()
-        pending = pool.map_async(images[::-1], probs[::-1], CRFParams())
+        pending = pool.map_async(images[::-1], probs[::-1], CRF)
         again = pending.get()
         with pytest.raises(ValueError, match="pair up"):
-            pool.map_async(images, probs[:2], CRFParams())
+            pool.map_async(images, probs[:2], CRF)
     with pytest.raises(RuntimeError, match="closed"):
         pool.map_async(images, probs, params)
     for e, g in zip(expected, got, strict=True):
         assert np.array_equal(e, g)
-    assert np.array_equal(again[0], dense_crf(images[3], probs[3], CRFParams()))
+    assert np.array_equal(again[0], dense_crf(images[3], probs[3], CRF))
     inline = CRFPool(processes=0)
     sequential = inline.map_async(images, probs, params).get()
     assert all(np.array_equal(e, g) for e, g in zip(expected, sequential, strict=True))

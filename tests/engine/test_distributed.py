@@ -4,33 +4,34 @@ batch, and end with identical weights on both ranks."""
 from __future__ import annotations
 
 import csv
-import json
 import os
+import pickle
 import subprocess
 import sys
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from rrm.engine import distributed
-from rrm.engine.train import StepBatchSampler, TrainSettings, train
+from rrm.engine.recipe import EnergyParams, MiningSettings, OneStepRecipe, TrainSettings
+from rrm.engine.sampler import StepBatchSampler
+from rrm.engine.train import train
+from rrm.experiments.settings import load_settings
 from rrm.io import load_torch
-from rrm.method.reliable import MiningParams
 
 # Started as `python runner.py SETTINGS NPROC`: distributed.launch re-runs it under torchrun, as a stage
 # does with params `nproc`. The process group it opens serves every train() call.
 RUNNER = """
-import json, os, sys
+import sys
 from rrm.engine import distributed
 
-runs, nproc = json.loads(sys.argv[1]), int(sys.argv[2])
+runs, nproc = sys.argv[1], int(sys.argv[2])
 if distributed.launch(nproc):
     sys.exit(0)
-import torch, torch.distributed as dist, torch.nn as nn  # noqa: E402 (the launcher needs none of it)
+import pickle, torch, torch.distributed as dist, torch.nn as nn  # noqa: E402 (the launcher needs none of it)
 import rrm.engine.train as T  # noqa: E402
-from rrm.method.reliable import MiningParams  # noqa: E402
 original, built = T.build_model, []
 
 def build_without_dropout(s, device):  # as _without_dropout in the test
@@ -43,24 +44,31 @@ def build_without_dropout(s, device):  # as _without_dropout in the test
 
 T.build_model = build_without_dropout
 dist.init_process_group("gloo")
-for raw in runs:
-    T.train(T.TrainSettings(**{**raw, "mining": MiningParams(**raw["mining"])}))
-    torch.save(built[-1].state_dict(), f"{raw['out_model']}.rank{dist.get_rank()}")
+with open(runs, "rb") as handle:
+    settings = pickle.load(handle)
+for s in settings:
+    T.train(s)
+    torch.save(built[-1].state_dict(), f"{s.out_model}.rank{dist.get_rank()}")
 dist.destroy_process_group()
 """
 MODES = ("cls", "supervised", "onestep")
+PARAMS = load_settings(Path(__file__).resolve().parents[2] / "params.yaml")
 
 
 def _settings(root: Path, out: Path, mode: str) -> TrainSettings:
     # batch 4 of 12 images: 3 steps per epoch, so 4 steps cross an epoch boundary. Frozen BN: the batch
     # statistics would otherwise depend on the split. Masks have void and padding (scale < 1), so the
     # pixel-mean CE terms only match when normalised over the global batch.
-    return TrainSettings(mode=mode, data_root=str(root), split="train", out_model=str(out / mode / "model.pt"),
+    recipe = OneStepRecipe(freeze_bn=True, dropout=True, optimizer="sgd", steps=4, batch_size=4, crop_size=48,
+                           scale_range=(0.7, 1.3), lr=0.02, weight_decay=1e-5, momentum=0.9, poly_power=0.9,
+                           checkpoint_every=2, loss="joint", pseudo="rrm",
+                           energy=EnergyParams(sigma_rgb=15.0, sigma_xy=100.0, scale=0.5, weight=1e-5))
+    mining = MiningSettings(params=PARAMS.mining.params, cam_scales=(0.5, 1.0), pool_processes=0)
+    return TrainSettings(mode=mode, arch="resnet38", width=0.0625, batch_norm=False, init=None, data_root=str(root),
+                         split="train", mask_dir=None, out_model=str(out / mode / "model.pt"),
                          checkpoint=str(out / mode / "ckpt" / "last.pt"), live_dir=str(out / mode / "live"),
-                         width=0.0625, steps=4, batch_size=4, crop_size=48, lr=0.02, momentum=0.9,
-                         checkpoint_every=2, freeze_bn=True, seed=5, cam_scales=(0.5, 1.0), pool_processes=0,
-                         mining=MiningParams(rule="code", alpha_ratio=0.4),
-                         energy={"sigma_rgb": 15.0, "sigma_xy": 100.0, "scale": 0.5, "weight": 1e-5})
+                         seed=5, device="cpu", amp="none", num_workers=0, nproc=1, recipe=recipe,
+                         mining=mining if mode == "onestep" else None)
 
 
 def _without_dropout(build):
@@ -86,11 +94,9 @@ def _logged(live: Path) -> dict[str, list[float]]:
 def test_two_processes_follow_the_single_process_run(tiny_dataset, tmp_path, monkeypatch):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     (tmp_path / "runner.py").write_text(RUNNER)
-    runs = [asdict(_settings(tiny_dataset, ddp, mode)) for mode in MODES]
-    for raw in runs:
-        raw["mining"].pop("crf")  # MiningParams' default CRF: JSON-friendly
+    (tmp_path / "runs.pkl").write_bytes(pickle.dumps([_settings(tiny_dataset, ddp, mode) for mode in MODES]))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    process = subprocess.Popen([sys.executable, str(tmp_path / "runner.py"), json.dumps(runs), "2"], env=env,
+    process = subprocess.Popen([sys.executable, str(tmp_path / "runner.py"), str(tmp_path / "runs.pkl"), "2"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     import rrm.engine.train as module
 
@@ -119,9 +125,7 @@ def test_batch_not_divisible_by_processes_is_a_clear_error(tiny_dataset, tmp_pat
     settings = _settings(tiny_dataset, tmp_path, "cls")
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun --nproc_per_node 2 would set
     with pytest.raises(ValueError, match="batch_size 3 is not divisible by the 2 training processes"):
-        train(replace(settings, batch_size=3))
-    with pytest.raises(ValueError, match="not divisible"):
-        replace(settings, nproc=3)  # params nproc: caught before launching
+        train(replace(settings, recipe=replace(settings.recipe, batch_size=3)))
     with pytest.raises(ValueError, match="not divisible"):
         StepBatchSampler(12, 4, steps=2, seed=0, world_size=3)
 
@@ -135,10 +139,10 @@ def test_ranks_split_the_global_batch():
 def test_a_rank_augments_its_slice_as_one_process_does(tiny_dataset):
     from rrm.data.transforms import TrainBatchCollate
     from rrm.data.voc import VOCSegmentation
-    from rrm.engine.train import _Seeded, _SeededCollate
+    from rrm.engine.sampler import SeededCollate, SeededDataset
 
-    dataset = _Seeded(VOCSegmentation(str(tiny_dataset), "train", weak=True))
-    collate = _SeededCollate(TrainBatchCollate(crop_size=40, scale_range=(0.7, 1.3)))
+    dataset = SeededDataset(VOCSegmentation(str(tiny_dataset), "train", weak=True))
+    collate = SeededCollate(TrainBatchCollate(crop_size=40, scale_range=(0.7, 1.3)))
     whole = [collate([dataset[key] for key in batch]) for batch in StepBatchSampler(12, 4, steps=3, seed=1)]
     for rank in (0, 1):
         for step, batch in enumerate(StepBatchSampler(12, 4, steps=3, seed=1, rank=rank, world_size=2)):

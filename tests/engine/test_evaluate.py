@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from authors_settings import CRF, MINING
 
 from rrm.engine.crf_pool import CRFPool
 from rrm.engine.evaluate import cams_and_reliable, predictions
 from rrm.engine.inference import predict_probs, predict_probs_batch
 from rrm.engine.mining import mine_batch
-from rrm.method.crf import CRFParams, dense_crf
-from rrm.method.reliable import MiningParams
+from rrm.method.crf import dense_crf
 from rrm.models.rrm_net import build_rrm
 
 
@@ -40,7 +41,7 @@ def model() -> torch.nn.Module:
 
 
 def test_predictions_overlapped_with_pool_equal_inline_and_keep_order(model: torch.nn.Module) -> None:
-    samples, crf = _samples(6, same_size=3), CRFParams(iterations=3)
+    samples, crf = _samples(6, same_size=3), replace(CRF, iterations=3)
     inline = list(predictions(model, samples, scales=[1.0], flip=False, crf=crf, pool=CRFPool(0),
                               device=torch.device("cpu"), desc="inline", chunk=2))
     with CRFPool(2) as pool:  # chunks: 2 + 1 of the same size, then one per size
@@ -74,7 +75,7 @@ def test_predictions_without_crf_yield_no_refinement(model: torch.nn.Module) -> 
 
 
 def test_cams_and_reliable_overlapped_equal_one_image_at_a_time(model: torch.nn.Module) -> None:
-    samples, mining = _samples(5, same_size=3), MiningParams(rule="code")
+    samples, mining = _samples(5, same_size=3), replace(MINING, rule="code")
     with CRFPool(2) as pool:
         pooled = list(cams_and_reliable(model, samples, scales=[1.0, 0.5], mining=mining, pool=pool,
                                         device="cpu", chunk=2))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+from authors_settings import MINING
 
 from rrm.engine.crf_pool import CRFPool
 from rrm.engine.mining import mine_batch, mine_batch_async
-from rrm.method.reliable import MiningParams, mine_code, mine_paper
+from rrm.method.reliable import mine_code, mine_paper
 
 U = 255
 
@@ -22,15 +25,15 @@ def test_mine_batch_matches_per_image_and_masks_roi() -> None:
     cams = cams / cams.amax(dim=(2, 3), keepdim=True).clamp(min=1e-5)
     roi = np.ones((3, 14, 18), bool)
     roi[1, :, 12:] = False
-    params = MiningParams(rule="code", alpha_ratio=0.6, bg_confident=0.3)
+    params = replace(MINING, alpha_ratio=0.6, bg_confident=0.3)
     inline = mine_batch(images, cams, labels, params, CRFPool(0), roi=roi)
     with CRFPool(2) as pool:
-        pooled = mine_batch(images, cams, labels, MiningParams(rule="paper"), pool)
+        pooled = mine_batch(images, cams, labels, replace(MINING, rule="paper"), pool)
     for n in range(3):
         want = mine_code(images[n], cams[n].numpy(), labels[n].numpy(), params)
         want[~roi[n]] = U
         assert np.array_equal(inline[n], want)
-        assert np.array_equal(pooled[n], mine_paper(images[n], cams[n], labels[n], MiningParams(rule="paper")))
+        assert np.array_equal(pooled[n], mine_paper(images[n], cams[n], labels[n], replace(MINING, rule="paper")))
     assert (inline[1, :, 12:] == U).all() and (inline != U).any() and (pooled != U).any()
 
 
@@ -52,7 +55,7 @@ def _random_batch(num: int, seed: int) -> tuple[np.ndarray, torch.Tensor, torch.
 def test_pool_returns_exactly_the_sequential_labels(rule: str) -> None:
     """Whole-image tasks (N a multiple of the workers: 4, 2) and per-CRF tasks (N = 3, 1) give the
     sequential result bit for bit, in input order, with the ROI applied."""
-    params = MiningParams(rule=rule, alpha_ratio=0.5, bg_confident=0.3, crf_confident=0.6)
+    params = replace(MINING, rule=rule, alpha_ratio=0.5, bg_confident=0.3, crf_confident=0.6)
     with CRFPool(2) as pool:
         assert pool.workers == 2
         for num in (4, 3, 2, 1):

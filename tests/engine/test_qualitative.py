@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+from authors_settings import CRF, MINING
 from PIL import Image
 
 from rrm.data.classes import PALETTE
@@ -13,8 +16,6 @@ from rrm.engine.inference import predict_probs
 from rrm.engine.qualitative import Inference, first_ids, qualitative_grid
 from rrm.figures import GRID_HEADER, cam_heatmap, colorize
 from rrm.method.cam import multiscale_cam
-from rrm.method.crf import CRFParams
-from rrm.method.reliable import MiningParams
 from rrm.models.deeplab import build_deeplab
 from rrm.models.rrm_net import build_rrm
 
@@ -35,7 +36,7 @@ def _grid(tmp_path, val, models, ids, *, deeplab=True, cell=CELL, **kwargs):
     with CRFPool(0) as pool:
         titles = qualitative_grid(path, val, ids, classifier=models["classifier"], onestep=models["onestep"],
                                   deeplab=models["deeplab"] if deeplab else None, cam_scales=[0.5, 1.0],
-                                  mining=MiningParams(), pool=pool, cell=cell, **kwargs)
+                                  mining=MINING, pool=pool, cell=cell, **kwargs)
     with Image.open(path) as png:
         return titles, np.asarray(png.convert("RGB"))
 
@@ -88,7 +89,7 @@ def test_cells_resized_and_crf_named(setup, tmp_path):
     val, models = setup
     ids = [val.names[-1], val.names[0]]  # explicit ids keep their order
     titles, grid = _grid(tmp_path, val, models, ids, cell=64,
-                         onestep_inference=Inference(scales=[1.0], crf=CRFParams(iterations=2)))
+                         onestep_inference=Inference(scales=[1.0], crf=replace(CRF, iterations=2)))
     assert titles[3] == "one-step +CRF" and titles[4] == "two-step"
     assert grid.shape == (GRID_HEADER + 2 * 64, 6 * 64, 3)
     first = np.asarray(Image.fromarray(val[len(val) - 1]["image"]).resize((64, 64), Image.NEAREST))

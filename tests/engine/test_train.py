@@ -1,31 +1,40 @@
 from __future__ import annotations
 
-import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from rrm.engine.train import StepBatchSampler, TrainSettings, make_optimizer, train
+from rrm.engine.optim import make_optimizer
+from rrm.engine.recipe import EnergyParams, MiningSettings, OneStepRecipe, TrainSettings
+from rrm.engine.sampler import StepBatchSampler
+from rrm.engine.train import train
+from rrm.experiments.settings import load_settings
 from rrm.io import load_torch
-from rrm.method.reliable import MiningParams
 from rrm.models.deeplab import build_deeplab
 from rrm.models.rrm_net import build_rrm
 
+PARAMS = load_settings(Path(__file__).resolve().parents[2] / "params.yaml")
+RECIPE = OneStepRecipe(freeze_bn=True, dropout=True, optimizer="sgd", steps=8, batch_size=2, crop_size=48,
+                       scale_range=(0.7, 1.3), lr=0.01, weight_decay=1e-5, momentum=0.0, poly_power=0.9,
+                       checkpoint_every=3, loss="joint", pseudo="rrm",
+                       energy=EnergyParams(sigma_rgb=15.0, sigma_xy=100.0, scale=0.5, weight=1e-5))
+MINING = MiningSettings(params=PARAMS.mining.params, cam_scales=(0.5, 1.0), pool_processes=0)
 
-def _settings(root: Path, out: Path, **overrides) -> TrainSettings:
-    base = TrainSettings(mode="onestep", data_root=str(root), split="train", out_model=str(out / "model.pt"),
-                         checkpoint=str(out / "ckpt" / "last.pt"), width=0.0625, steps=8, batch_size=2,
-                         crop_size=48, lr=0.01, checkpoint_every=3, cam_scales=(0.5, 1.0), pool_processes=0,
-                         mining=MiningParams(rule="code", alpha_ratio=0.4),
-                         energy={"sigma_rgb": 15.0, "sigma_xy": 100.0, "scale": 0.5, "weight": 1e-5})
-    return replace(base, **overrides)
+
+def _settings(root: Path, out: Path, mining: MiningSettings | None = MINING, **recipe) -> TrainSettings:
+    return TrainSettings(mode="onestep" if mining else "supervised", arch="resnet38", width=0.0625,
+                         batch_norm=False, init=None, data_root=str(root), split="train", mask_dir=None,
+                         out_model=str(out / "model.pt"), checkpoint=str(out / "ckpt" / "last.pt"), live_dir=None,
+                         seed=0, device="cpu", amp="none", num_workers=0, nproc=1,
+                         recipe=replace(RECIPE, **recipe), mining=mining)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -41,7 +50,7 @@ def test_sampler_resumes_with_the_same_batches():
 
 def test_supervised_loss_decreases(tiny_dataset, tmp_path):
     history = []
-    settings = _settings(tiny_dataset, tmp_path, mode="supervised", steps=30, lr=2e-3, optimizer="adam",
+    settings = _settings(tiny_dataset, tmp_path, mining=None, steps=30, lr=2e-3, optimizer="adam",
                          freeze_bn=False, checkpoint_every=100)
     import rrm.engine.train as module
 
@@ -73,12 +82,10 @@ def test_onestep_run_is_deterministic_and_cleans_up(tiny_dataset, tmp_path):
 
 
 RUNNER = """
-import json, sys
-from rrm.method.reliable import MiningParams
-from rrm.engine.train import TrainSettings, train
-raw = json.loads(sys.argv[1])
-raw["mining"] = MiningParams(**raw["mining"])
-train(TrainSettings(**raw))
+import pickle, sys
+from rrm.engine.train import train
+with open(sys.argv[1], "rb") as handle:
+    train(pickle.load(handle))
 """
 
 
@@ -86,10 +93,9 @@ def test_killed_run_resumes_to_identical_weights(tiny_dataset, tmp_path):
     reference = _settings(tiny_dataset, tmp_path / "ref", steps=12, checkpoint_every=2)
     train(reference)
     killed = _settings(tiny_dataset, tmp_path / "kill", steps=12, checkpoint_every=2)
-    raw = asdict(killed)
-    raw["mining"].pop("crf")
+    (tmp_path / "settings.pkl").write_bytes(pickle.dumps(killed))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-c", RUNNER, json.dumps(raw)], env=env,
+    process = subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp_path / "settings.pkl")], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = Path(killed.checkpoint)
     deadline = time.time() + 120
@@ -105,21 +111,13 @@ def test_killed_run_resumes_to_identical_weights(tiny_dataset, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("mode", ["cls", "onestep"])
-def test_deeplab_trains_only_on_masks(tiny_dataset, tmp_path, mode):
-    """A DeepLab has no classification head or CAM: only mode 'supervised' (two-step) takes it."""
-    with pytest.raises(ValueError, match=f"mode '{mode}'"):
-        _settings(tiny_dataset, tmp_path, mode=mode, arch="vgg16_largefov")
-
-
 @pytest.mark.parametrize(("arch", "init", "new_mult"), [
     ("resnet38", None, 1),  # train_cls from random weights: all layers alike
     ("resnet38", "cls.pt", 10),  # one-step / full supervision fine-tune: x10 for the new layers
     ("vgg16_largefov", None, 10),  # DeepLab from random weights keeps x10 for its classifier
 ])
 def test_adam_learning_rate_multipliers(tmp_path, arch, init, new_mult):
-    s = _settings(tmp_path, tmp_path, mode="supervised" if arch != "resnet38" else "cls", arch=arch, init=init,
-                  optimizer="adam", lr=1e-3, steps=10)
+    s = replace(_settings(tmp_path, tmp_path, mining=None, optimizer="adam", lr=1e-3, steps=10), arch=arch, init=init)
     model = build_rrm(width=0.0625) if arch == "resnet38" else build_deeplab(arch=arch, width=0.0625)
     optimizer, _ = make_optimizer(model, s)
     lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
@@ -132,19 +130,20 @@ def test_adam_learning_rate_multipliers(tmp_path, arch, init, new_mult):
 @pytest.mark.parametrize("pseudo", ["rrm", "cam"])
 def test_onestep_with_torch_mining_and_bf16(tiny_dataset, tmp_path, pseudo):
     """crf_backend torch mines on the training device (no CRF pool); bf16 autocast keeps the losses fp32."""
-    settings = _settings(tiny_dataset, tmp_path, steps=2, pseudo=pseudo, amp="bf16",
-                         mining=MiningParams(rule="code", alpha_ratio=0.4, crf_backend="torch"))
+    settings = replace(_settings(tiny_dataset, tmp_path, steps=2, pseudo=pseudo, mining=_torch_mining()), amp="bf16")
     history = train(settings)
     assert set(history) == {"cls", "ce_bg", "ce_fg", "energy", "total"}
     assert all(torch.isfinite(torch.tensor(v)) for v in history.values())
-    with pytest.raises(ValueError, match="amp"):
-        replace(settings, amp="fp16")
+
+
+def _torch_mining() -> MiningSettings:
+    return replace(MINING, params=replace(MINING.params, crf_backend="torch"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_bf16_step_with_gpu_mining(tiny_dataset, tmp_path):
     """One step on the GPU: bf16 forward and CAM, channels_last, mining and energy loss on the device."""
-    import rrm.engine.train as module
+    import rrm.engine.steps as module
 
     seen = []
     original = module.mine_batch_torch
@@ -156,8 +155,8 @@ def test_cuda_bf16_step_with_gpu_mining(tiny_dataset, tmp_path):
 
     module.mine_batch_torch = recording
     try:
-        history = train(_settings(tiny_dataset, tmp_path, steps=1, device="cuda", amp="bf16",
-                                  mining=MiningParams(rule="code", crf_backend="torch")))
+        history = train(replace(_settings(tiny_dataset, tmp_path, steps=1, mining=_torch_mining()), device="cuda",
+                                amp="bf16"))
     finally:
         module.mine_batch_torch = original
     assert seen == [("cuda", "cuda")]

@@ -273,7 +273,8 @@ def test_apply_writes_valid_params_keeping_comments_and_top_level_alpha(workdir,
     assert after | {"alpha_ratio": 0.4} == merged  # nothing else moved
 
     from rrm.experiments.pipeline import dataset
-    train = dataset(after, "train_split", weak=True)  # the written paths reach the data through the pipeline
+    from rrm.experiments.settings import parse
+    train = dataset(parse(after).data, after["data"]["train_split"], weak=True)  # the written paths reach the data through the pipeline
     assert train.mask_dir.resolve() == (voc_tree["sbd"] / "SegmentationClassAug").resolve()
     assert len(train) + len(train.skipped) == 18
 

@@ -1,55 +1,116 @@
 from __future__ import annotations
 
 import copy
+import re
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from rrm.experiments.settings import load_params, validate
+from rrm.engine.recipe import AMP, DEEPLAB_ARCHS, LOSSES, OPTIMIZERS, PSEUDO_LABELS
+from rrm.experiments.settings import DEVICES, load_params, load_settings, parse, validate
+from rrm.method.reliable import CRF_BACKENDS, RULES
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
 
-def test_committed_params_are_valid():
-    params = load_params(PARAMS)
-    assert 0 < params["alpha_ratio"] <= 1
+def _raw() -> dict:
+    return yaml.safe_load(PARAMS.read_text())
+
+
+def _as_mapping(value: object) -> object:
+    """A built settings object back as the plain YAML values it was made from."""
+    if is_dataclass(value):
+        return {f.name: _as_mapping(getattr(value, f.name)) for f in fields(value)}
+    return list(value) if isinstance(value, tuple) else value
+
+
+def test_committed_params_build_every_key_and_only_those():
+    """Every params.yaml key lands in a field with its value, and every field comes from a key."""
+    raw = _raw()
+    built = _as_mapping(load_settings(PARAMS))
+    mining = built["mining"]
+    mining.update(mining.pop("params"))  # MiningParams' fields are the mining section's keys ...
+    assert mining.pop("alpha_ratio") == raw.pop("alpha_ratio")  # ... and the top-level alpha_ratio
+    assert built == raw
+
+
+def test_load_params_returns_the_validated_mapping():
+    assert load_params(PARAMS) == _raw()
 
 
 def test_every_problem_is_listed_at_once(tmp_path):
-    params = yaml.safe_load(PARAMS.read_text())
-    bad = copy.deepcopy(params)
-    bad["alpha_ratio"] = 1.5
+    bad = _raw()
+    bad["nproc"] = 0
     bad["train_onestep"]["steps"] = "many"
     del bad["mining"]["rule"]
+    bad["evaluate"]["crf"]["bi_sxy"] = "wide"
+    del bad["deeplab"]
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(bad))
     with pytest.raises(ValueError) as error:
         load_params(path)
     message = str(error.value)
     assert str(path) in message
-    assert "alpha_ratio: 1.5 is not a number in (0, 1]" in message
-    assert "train_onestep.steps: 'many'" in message
-    assert "mining.rule: missing" in message
+    assert "  nproc: 0 is not an integer >= 1" in message
+    assert "  train_onestep.steps: 'many' is not a positive integer" in message
+    assert "  mining.rule: missing (expected a string)" in message
+    assert "  evaluate.crf.bi_sxy: 'wide' is not a number" in message
+    assert "  deeplab: missing (expected a section)" in message
+    assert len(message.splitlines()) == 6
 
 
 @pytest.mark.parametrize("value", [0, -0.1, 1.01, "0.4", True])
 def test_alpha_ratio_outside_unit_interval_is_rejected(value):
-    params = yaml.safe_load(PARAMS.read_text())
+    params = _raw()
     params["alpha_ratio"] = value
-    with pytest.raises(ValueError, match="alpha_ratio"):
+    with pytest.raises(ValueError, match=r"\n  alpha_ratio: "):
         validate(params)
 
 
-@pytest.mark.parametrize(("key", "good", "bad"), [("amp", "bf16", "fp16"),
-                                                 ("mining.crf_backend", "torch", "cuda")])
-def test_gpu_path_switches_are_validated(key, good, bad):
-    params = yaml.safe_load(PARAMS.read_text())
-    section, name = (params, key) if "." not in key else (params["mining"], key.split(".")[1])
-    section[name] = good
-    validate(params)
-    section[name] = bad
-    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+def test_method_dataclass_checks_are_reported_under_their_params_key():
+    params = _raw()
+    params["mining"]["crf"]["bi_srgb"] = -1.0
+    with pytest.raises(ValueError, match=r"\n  mining\.crf\.bi_srgb: -1\.0: CRFParams\.bi_srgb must be > 0"):
+        validate(params)
+
+
+@pytest.mark.parametrize(("key", "choices"), [
+    ("device", DEVICES), ("amp", AMP), ("train_cls.optimizer", OPTIMIZERS), ("train_onestep.loss", LOSSES),
+    ("train_onestep.pseudo", PSEUDO_LABELS), ("deeplab.arch", DEEPLAB_ARCHS), ("mining.rule", RULES),
+    ("mining.crf_backend", CRF_BACKENDS)])
+def test_choice_lists_are_the_codes_own(key, choices):
+    """Each choice the code defines is accepted, anything else is rejected naming the key."""
+    *sections, name = key.split(".")
+    params = _raw()
+    node = params
+    for section in sections:
+        node = node[section]
+    for choice in choices:
+        node[name] = choice
+        validate(params)
+    node[name] = "bogus"
+    with pytest.raises(ValueError, match="\n  " + re.escape(key) + ": "):
+        validate(params)
+
+
+def test_batch_must_split_over_the_processes():
+    params = _raw()
+    params["nproc"] = 3
+    with pytest.raises(ValueError) as error:
+        validate(params)
+    stages = [line.split(".")[0].strip() for line in str(error.value).splitlines()[1:]]
+    assert stages == [s for s in ("train_cls", "train_onestep", "train_full", "train_deeplab")
+                      if params[s]["batch_size"] % 3]
+
+
+def test_train_cls_may_skip_training_but_others_may_not():
+    params = copy.deepcopy(_raw())
+    params["train_cls"]["steps"] = 0
+    assert parse(params).train_cls.steps == 0
+    params["train_full"]["steps"] = 0
+    with pytest.raises(ValueError, match=r"train_full\.steps: 0 is not a positive integer"):
         validate(params)
 
 
@@ -63,4 +124,4 @@ def test_exponent_floats_as_dvc_writes_them_load_as_numbers(tmp_path):
     assert "5e-08" in text
     path = tmp_path / "params.yaml"
     path.write_text(text)
-    assert load_params(path)["train_onestep"]["energy"]["weight"] == 5e-08
+    assert load_settings(path).train_onestep.energy.weight == 5e-08

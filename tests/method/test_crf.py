@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from authors_settings import CRF
 from PIL import Image
 
 from rrm.io import load_image, load_mask
-from rrm.method.crf import CRFParams, dense_crf, dense_crfs
+from rrm.method.crf import dense_crf, dense_crfs
 
 
 def _small_sample(voc: Path, name: str = "2007_000063", width: int = 100) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +32,7 @@ def _agreement(probs: np.ndarray, classes: np.ndarray, mask: np.ndarray) -> floa
 
 
 # Kernel widths are in pixels: the photo is downscaled 5x (500 -> 100 px), so are the spatial sigmas.
-SCALED = CRFParams(gauss_sxy=3.0 / 5, bi_sxy=80.0 / 5)
+SCALED = replace(CRF, gauss_sxy=3.0 / 5, bi_sxy=80.0 / 5)
 
 
 def test_crf_keeps_confident_and_sharpens_noisy_prediction(voc_sample: Path) -> None:
@@ -50,22 +52,22 @@ def test_crf_keeps_confident_and_sharpens_noisy_prediction(voc_sample: Path) -> 
     after = _agreement(dense_crf(image, noisy, SCALED), classes, mask)
     assert before < 0.7 and after > before + 0.2, (before, after)
     # the unscaled (AffinityNet) kernels still help, less: their 80 px bilateral spans the whole photo
-    assert _agreement(dense_crf(image, noisy, CRFParams()), classes, mask) > before + 0.1
+    assert _agreement(dense_crf(image, noisy, CRF), classes, mask) > before + 0.1
 
 
 def test_zero_iterations_return_normalised_unary() -> None:
     image = np.zeros((3, 4, 3), np.uint8)
     probs = np.stack([np.full((3, 4), 0.6), np.full((3, 4), 0.2)]).astype(np.float32)
-    np.testing.assert_allclose(dense_crf(image, probs, CRFParams(iterations=0))[:, 0, 0], [0.75, 0.25], rtol=1e-5)
+    np.testing.assert_allclose(dense_crf(image, probs, replace(CRF, iterations=0))[:, 0, 0], [0.75, 0.25], rtol=1e-5)
 
 
 def test_bad_inputs_raise() -> None:
     with pytest.raises(ValueError, match="image"):
-        dense_crf(np.zeros((4, 4, 3), np.float32), np.ones((2, 4, 4), np.float32), CRFParams())
+        dense_crf(np.zeros((4, 4, 3), np.float32), np.ones((2, 4, 4), np.float32), CRF)
     with pytest.raises(ValueError, match="probs"):
-        dense_crf(np.zeros((4, 4, 3), np.uint8), np.ones((2, 4, 5), np.float32), CRFParams())
+        dense_crf(np.zeros((4, 4, 3), np.uint8), np.ones((2, 4, 5), np.float32), CRF)
     with pytest.raises(ValueError, match="bi_srgb"):
-        CRFParams(bi_srgb=0.0)
+        replace(CRF, bi_srgb=0.0)
 
 
 def test_dense_crfs_share_kernels_and_match_dense_crf(voc_sample: Path) -> None:

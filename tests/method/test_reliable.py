@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
+from authors_settings import MINING
 
-from rrm.method.reliable import MiningParams, crf_jobs, mine_cam_only, mine_code, mine_paper, prepare
+from rrm.method.reliable import crf_jobs, mine_cam_only, mine_code, mine_paper, prepare
 
 U = 255
 # One 1x10 strip, class id 3 (CAM channel 2) on the left, background on the right.
@@ -34,20 +36,20 @@ def test_paper_rule_keeps_ceil_fraction_per_class() -> None:
     image, cam, labels = _strip()
     agree = _posterior([0.9] * 5 + [0.1] * 5)
     # alpha_ratio 0.4: ceil(0.4 * 5) = 2 per class -> class pixels 0, 1; background pixels 8, 6
-    got = mine_paper(image, cam, labels, MiningParams(rule="paper", alpha_ratio=0.4), agree)
+    got = mine_paper(image, cam, labels, replace(MINING, rule="paper", alpha_ratio=0.4), agree)
     assert got.tolist() == [[3, 3, U, U, U, U, 0, U, 0, U]]
     # alpha_ratio 0.5: ceil(2.5) = 3 per class -> also pixel 2 and the 3rd-best background pixel 9
-    got = mine_paper(image, cam, labels, MiningParams(rule="paper", alpha_ratio=0.5), agree)
+    got = mine_paper(image, cam, labels, replace(MINING, rule="paper", alpha_ratio=0.5), agree)
     assert got.tolist() == [[3, 3, 3, U, U, U, 0, U, 0, 0]]
     # eq. 7: where the CRF disagrees (pixel 0 -> background) the pixel becomes unreliable
     disagree = _posterior([0.2] + [0.9] * 4 + [0.1] * 5)
-    got = mine_paper(image, cam, labels, MiningParams(rule="paper", alpha_ratio=1.0), disagree)
+    got = mine_paper(image, cam, labels, replace(MINING, rule="paper", alpha_ratio=1.0), disagree)
     assert got.tolist() == [[U, 3, 3, 3, 3, 0, 0, 0, 0, 0]]
 
 
 def test_paper_rule_exact_count_with_ties_and_random_maps() -> None:
     image, cam, labels = _strip(np.array([0.9] * 5 + [0.0] * 5, np.float32))
-    got = mine_paper(image, cam, labels, MiningParams(rule="paper"), _posterior([0.9] * 5 + [0.1] * 5))
+    got = mine_paper(image, cam, labels, replace(MINING, rule="paper"), _posterior([0.9] * 5 + [0.1] * 5))
     assert got.tolist() == [[3, 3, U, U, U, 0, 0, U, U, U]]  # ties: earlier pixels first
 
     rng = np.random.default_rng(0)
@@ -56,11 +58,11 @@ def test_paper_rule_exact_count_with_ties_and_random_maps() -> None:
     labels[[1, 8, 14]] = 1
     cam[[1, 8, 14]] = rng.random((3, 17, 23))
     image = np.zeros((17, 23, 3), np.uint8)
-    probs = crf_jobs(*prepare(image, cam, labels)[:2], MiningParams(rule="paper"))[0][1]
+    probs = crf_jobs(*prepare(image, cam, labels)[:2], replace(MINING, rule="paper"))[0][1]
     argmax, ids = probs.argmax(0), np.array([0, 2, 9, 15])
     onehot = (argmax[None] == np.arange(4)[:, None, None]).astype(np.float32)  # a CRF that agrees
     for ratio in (0.1, 0.4, 0.7):
-        got = mine_paper(image, cam, labels, MiningParams(rule="paper", alpha_ratio=ratio), onehot)
+        got = mine_paper(image, cam, labels, replace(MINING, rule="paper", alpha_ratio=ratio), onehot)
         for k, class_id in enumerate(ids):
             region = argmax == k
             kept = got == class_id
@@ -79,7 +81,7 @@ def test_code_rule_hand_case() -> None:
     high = _posterior([0.9] * 4 + [0.1] * 6)  # high-alpha CRF: background from pixel 4
     high[:, 0, 8] = [0.6, 0.4]  # pixel 8: CRF-unsure (max(high bg, low fg) = .6 < .8)
     low[:, 0, 8] = [0.7, 0.3]
-    got = mine_code(image, cam, labels, MiningParams(rule="code"), (low, high))
+    got = mine_code(image, cam, labels, replace(MINING, rule="code"), (low, high))
     assert got.tolist() == [[3, U, U, U, U, U, 0, U, U, 0]]
 
     # Thresholds opened up: final = CRF label except the class minimum (strictly-above cut at index 0).
@@ -87,7 +89,7 @@ def test_code_rule_hand_case() -> None:
     # background, high says class) keeps 255.
     low = _posterior([0.9] * 6 + [0.1] * 4)
     high = _posterior([0.9] * 4 + [0.1] * 3 + [0.9] + [0.1] * 2)
-    open_params = MiningParams(rule="code", alpha_ratio=1.0, cam_min=0.0, bg_confident=0.0, crf_confident=0.0)
+    open_params = replace(MINING, rule="code", alpha_ratio=1.0, cam_min=0.0, bg_confident=0.0, crf_confident=0.0)
     got = mine_code(image, cam, labels, open_params, (low, high))
     assert got.tolist() == [[3, 3, 3, 3, U, 0, 0, U, 0, 0]]
 
@@ -104,8 +106,8 @@ def test_rules_differ_on_weak_background() -> None:
     labels = np.zeros(20)
     labels[6] = 1
     image = np.full((12, 20, 3), 128, np.uint8)
-    paper = mine_paper(image, cam, labels, MiningParams(rule="paper"))
-    code = mine_code(image, cam, labels, MiningParams(rule="code"))
+    paper = mine_paper(image, cam, labels, replace(MINING, rule="paper"))
+    code = mine_code(image, cam, labels, replace(MINING, rule="code"))
     assert (paper[:, :10] == 0).sum() == math.ceil(0.4 * 120) and (paper[:, 10:] == 7).sum() == 48
     assert not (code == 0).any() and (code[:, 10:] == 7).any()
     assert set(np.unique(code)) <= {7, U}
@@ -114,15 +116,15 @@ def test_rules_differ_on_weak_background() -> None:
 def test_params_and_inputs_are_validated() -> None:
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="alpha_ratio"):
-            MiningParams(rule="paper", alpha_ratio=bad)
+            replace(MINING, rule="paper", alpha_ratio=bad)
     with pytest.raises(ValueError, match="rule"):
-        MiningParams(rule="papers")
+        replace(MINING, rule="papers")
     image, cam, labels = _strip()
     with pytest.raises(ValueError, match="image"):
-        mine_paper(image[:, :5], cam, labels, MiningParams(rule="paper"))
+        mine_paper(image[:, :5], cam, labels, replace(MINING, rule="paper"))
     with pytest.raises(ValueError, match="crf_posteriors"):
-        mine_code(image, cam, labels, MiningParams(rule="code"), (_posterior([0.5] * 10),))
-    assert len(crf_jobs(*prepare(image, cam, labels)[:2], MiningParams(rule="code"))) == 2
+        mine_code(image, cam, labels, replace(MINING, rule="code"), (_posterior([0.5] * 10),))
+    assert len(crf_jobs(*prepare(image, cam, labels)[:2], replace(MINING, rule="code"))) == 2
 
 
 def test_cam_only_keeps_top_ratio_without_crf():
@@ -131,7 +133,7 @@ def test_cam_only_keeps_top_ratio_without_crf():
     cams[0, 4, 0, 10:] = np.linspace(0.1, 1.0, 10)  # class 5; background score (1-cam)^4 wins elsewhere
     labels = np.zeros((1, 20), np.float32)
     labels[0, 4] = 1
-    out = mine_cam_only(cams, labels, MiningParams(rule="paper", alpha_ratio=0.4, gamma=4.0))
+    out = mine_cam_only(cams, labels, replace(MINING, rule="paper", alpha_ratio=0.4, gamma=4.0))
     fg = np.flatnonzero(out[0, 0] == 5)
     bg = np.flatnonzero(out[0, 0] == 0)
     cam = cams[0, 4, 0]
@@ -140,4 +142,4 @@ def test_cam_only_keeps_top_ratio_without_crf():
     assert len(bg) == int(np.ceil(0.4 * (20 - len(fg_pixels))))
     roi = np.ones((1, 1, 20), bool)
     roi[0, 0, -1] = False
-    assert mine_cam_only(cams, labels, MiningParams(rule="paper"), roi=roi)[0, 0, -1] == 255
+    assert mine_cam_only(cams, labels, replace(MINING, rule="paper"), roi=roi)[0, 0, -1] == 255

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from authors_settings import MINING
 from PIL import Image
 
 from rrm.engine.crf_pool import CRFPool
@@ -73,7 +75,7 @@ def _padded_posteriors(images: np.ndarray, cams: torch.Tensor, labels: torch.Ten
 def test_rule_equals_numpy_rule_on_the_same_posteriors(voc_sample: Path, rule: str) -> None:
     """Given pydensecrf's posteriors, the tensor rule labels every pixel as the numpy rule does."""
     images, cams, labels = _photos(voc_sample)
-    params = MiningParams(rule=rule)
+    params = replace(MINING, rule=rule)
     fg, ids, _ = _pack(cams, labels)
     gammas = (params.gamma,) if rule == "paper" else (params.gamma_low, params.gamma_high)
     posts = _padded_posteriors(images, cams, labels, gammas, params)
@@ -87,7 +89,7 @@ def test_rule_equals_numpy_rule_on_the_same_posteriors(voc_sample: Path, rule: s
 @pytest.mark.parametrize("rule", ["code", "paper"])
 def test_matches_pydensecrf_mining_on_real_photos(voc_sample: Path, rule: str) -> None:
     images, cams, labels = _photos(voc_sample)
-    params = MiningParams(rule=rule)
+    params = replace(MINING, rule=rule)
     roi = np.ones(images.shape[:3], bool)
     roi[0, :, -20:] = False
     want = mine_batch(images, cams, labels, params, CRFPool(0), roi=roi)
@@ -103,7 +105,7 @@ def test_matches_pydensecrf_mining_on_real_photos(voc_sample: Path, rule: str) -
 @pytest.mark.parametrize("rule", ["code", "paper"])
 def test_batch_equals_one_image_at_a_time(voc_sample: Path, rule: str) -> None:
     images, cams, labels = _photos(voc_sample)
-    params = MiningParams(rule=rule)
+    params = replace(MINING, rule=rule)
     batch = mine_batch_torch(_tensor_images(images), cams, labels, params)
     for n in range(len(NAMES)):
         one = mine_batch_torch(_tensor_images(images[n : n + 1]), cams[n : n + 1], labels[n : n + 1], params)
@@ -115,7 +117,7 @@ def test_batch_equals_one_image_at_a_time(voc_sample: Path, rule: str) -> None:
 
 def test_cam_only_equals_numpy(voc_sample: Path) -> None:
     _, cams, labels = _photos(voc_sample)
-    params = MiningParams(rule="paper", alpha_ratio=0.4)
+    params = replace(MINING, rule="paper", alpha_ratio=0.4)
     roi = torch.ones(len(NAMES), *cams.shape[2:], dtype=torch.bool)
     roi[1, :10] = False
     want = mine_cam_only(cams, labels, params, roi=roi.numpy())
@@ -132,15 +134,15 @@ def test_image_without_classes_and_validation() -> None:
     cams = torch.rand(2, 20, 12, 14, generator=torch.Generator().manual_seed(1)) * labels[:, :, None, None]
     cams = normalize_cam(cams, labels)
     for rule in ("code", "paper"):
-        params = MiningParams(rule=rule, bg_confident=0.3, crf_confident=0.6)
+        params = replace(MINING, rule=rule, bg_confident=0.3, crf_confident=0.6)
         want = mine_batch(images, cams, labels, params, CRFPool(0))
         ours = mine_batch_torch(_tensor_images(images), cams, labels, params)
         assert (ours.numpy() == want).mean() >= 0.95
         assert set(np.unique(ours[0].numpy())) <= {0, U}
     with pytest.raises(ValueError, match="labels"):
-        mine_batch_torch(_tensor_images(images), cams, labels[:, :5], MiningParams())
+        mine_batch_torch(_tensor_images(images), cams, labels[:, :5], MINING)
     with pytest.raises(ValueError, match="crf_backend"):
-        MiningParams(crf_backend="cuda")
+        replace(MINING, crf_backend="cuda")
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -150,7 +152,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.mark.parametrize("rule", ["code", "paper"])
 def test_cuda_mining_equals_cpu_mining(voc_sample: Path, rule: str) -> None:
     images, cams, labels = _photos(voc_sample)
-    params = MiningParams(rule=rule)
+    params = replace(MINING, rule=rule)
     cpu = mine_batch_torch(_tensor_images(images), cams, labels, params)
     gpu = mine_batch_torch(_tensor_images(images).cuda(), cams.cuda(), labels, params)
     assert gpu.device.type == "cuda"
