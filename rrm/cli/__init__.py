@@ -108,6 +108,7 @@ def export_server(checkpoint: Checkpoint,
 
 
 def _mount() -> None:
+    import rrm.cli.crf  # noqa: F401  (registers `rrm crf`)
     from rrm.experiments.profiles import app as profile_app
     from rrm.experiments.tables import app as tables_app
 

@@ -66,7 +66,7 @@ def dense_crf(
     if backend == "torch":
         return dense_crf_torch(images.to(probs.device), probs, **settings)  # type: ignore[arg-type]
     if backend == "pydensecrf":
-        from rrm.method.crf import CRFParams, CRFPool
+        from rrm.method.crf import CRFParams, CRFPool  # the CPU worker pool
 
         params = CRFParams(**settings)  # type: ignore[arg-type]
         rgb = [np.ascontiguousarray(im) for im in images.permute(0, 2, 3, 1).round().to(torch.uint8).cpu().numpy()]
@@ -78,3 +78,10 @@ def dense_crf(
             out = pool.map(rgb, maps, params)
         return torch.from_numpy(np.stack(out)).to(probs.device)
     raise ValueError(f"backend: expected 'torch' or 'pydensecrf', got {backend!r}")
+
+
+def pydensecrf_posterior(image: np.ndarray, probs: np.ndarray, settings: dict) -> np.ndarray:
+    """One pydensecrf CRF in this process: (H, W, 3) uint8 photo, (K, H, W) probabilities -> posterior."""
+    from rrm.method import crf as method_crf
+
+    return method_crf.dense_crf(image, probs, method_crf.CRFParams(**settings))
