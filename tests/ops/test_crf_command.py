@@ -102,11 +102,13 @@ def test_logits_flag_and_probability_check(folders: tuple[Path, Path], tmp_path:
     logit_dir.mkdir()
     probs = np.load(scores / f"{NAMES[1]}.npy")
     np.save(logit_dir / f"{NAMES[1]}.npy", np.log(probs) + 7.0)  # logits: softmax gives probs back
-    code, output = _run("--images", images, "--scores", logit_dir, "--out", tmp_path / "a")
+    code, output = _run("--images", images, "--scores", logit_dir, "--out", tmp_path / "a", "--processes", "0")
     assert code == 1 and "not probabilities (pass --logits" in output, output
-    code, output = _run("--images", images, "--scores", logit_dir, "--out", tmp_path / "a", "--logits")
+    code, output = _run("--images", images, "--scores", logit_dir, "--out", tmp_path / "a", "--logits",
+                        "--processes", "0")  # 0: inline, no worker processes
     assert code == 0 and "crf: 1 written" in output, output
-    code, output = _run("--images", images, "--scores", logit_dir, "--out", tmp_path / "b", "--num-classes", "81")
+    code, output = _run("--images", images, "--scores", logit_dir, "--out", tmp_path / "b", "--num-classes", "81",
+                        "--processes", "0")
     assert code == 1 and "expected (81, H, W)" in output, output
 
 
