@@ -32,6 +32,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,8 +41,8 @@ from energy_loss import alternate, pydensecrf_one_iteration  # benchmarks/energy
 from PIL import Image
 
 from rrm.io import load_image, load_mask, write_json
-from rrm.method.crf import CRFParams, CRFPool
 from rrm.ops import DenseEnergyLoss, bilateral_filter, dense_crf
+from rrm.ops.crf import cpu_pool
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = Path(os.environ.get("RRM_BENCH_OUT", REPO / "reports" / "bench" / "ops.json"))
@@ -76,13 +77,13 @@ def _hwc(images: torch.Tensor) -> list[np.ndarray]:
     return [np.ascontiguousarray(im) for im in images.permute(0, 2, 3, 1).numpy()]
 
 
-def _sequential_pydensecrf(images: list[np.ndarray], probs: list[np.ndarray]) -> list[np.ndarray]:
-    with CRFPool(0) as inline:
+def _sequential_pydensecrf(images: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    with cpu_pool(0) as inline:
         return dense_crf_pool(inline, images, probs)
 
 
-def dense_crf_pool(pool: CRFPool, images: list[np.ndarray], probs: list[np.ndarray]) -> list[np.ndarray]:
-    return pool.map(images, probs, CRFParams(**TEST_CRF))
+def dense_crf_pool(pool: Any, images: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    return dense_crf(images, probs, backend="pydensecrf", pool=pool, **TEST_CRF)
 
 
 def bench_ops(runs: int) -> dict[str, object]:
@@ -110,12 +111,12 @@ def bench_ops(runs: int) -> dict[str, object]:
     for name in ("bilateral_filter", "DenseEnergyLoss_fwd_bwd_322_scale0.5", "pydensecrf_bilateral_1iter"):
         timings[name]["ratio_to_cpp"] = timings[name]["median_s"] / cpp
     crf_images, crf_probs = _photos(ids, (321, 321)), _smooth_probs(4, 21, (321, 321))
-    with CRFPool() as pool:
+    with cpu_pool() as pool:
         crf = alternate({
             "dense_crf_torch": lambda: dense_crf(crf_images, crf_probs, **TEST_CRF),
             "dense_crf_pydensecrf_pool": lambda: dense_crf(crf_images, crf_probs, backend="pydensecrf", pool=pool,
                                                            **TEST_CRF),
-            "pydensecrf_sequential": lambda: _sequential_pydensecrf(_hwc(crf_images), list(crf_probs.numpy())),
+            "pydensecrf_sequential": lambda: _sequential_pydensecrf(crf_images, crf_probs),
         }, max(runs // 2, 2))
     crf["ratio_torch_over_pydensecrf"] = crf["dense_crf_torch"]["median_s"] / crf["pydensecrf_sequential"]["median_s"]
     return {"batch4_161px_k21": timings, "dense_crf_batch4_321px_k21_10iter": crf}
@@ -135,14 +136,14 @@ def agreement_on_voc_sample() -> dict[str, object]:
     on noisy ground-truth probabilities; also how many pixels the CRF changes (so agreement is not idle)."""
     names = sorted(p.stem for p in (VOC_SAMPLE / "JPEGImages").glob("*.jpg"))
     shares, changed = [], []
-    with CRFPool(0) as inline:
+    with cpu_pool(0) as inline:
         for seed, name in enumerate(names):
             mask = Image.fromarray(load_mask(VOC_SAMPLE / "SegmentationClass" / f"{name}.png"))
             size = (mask.height // 4, mask.width // 4)
             photo = _photos([name], size)
             probs = _noisy_truth(np.asarray(mask.resize(size[::-1], Image.NEAREST)), seed)
             ours = dense_crf(photo, probs, **TEST_CRF)[0].argmax(0).numpy()
-            theirs = dense_crf_pool(inline, _hwc(photo), list(probs.numpy()))[0].argmax(0)
+            theirs = dense_crf_pool(inline, photo, probs)[0].argmax(0).numpy()
             shares.append(float((ours == theirs).mean()))
             changed.append(float((theirs != probs[0].argmax(0).numpy()).mean()))
     return {"images": len(shares), "min": min(shares), "mean": float(np.mean(shares)),
@@ -153,13 +154,12 @@ def agreement_on_voc_sample() -> dict[str, object]:
 def bench_coco(count: int) -> dict[str, object]:
     names = sorted(p.stem for p in (VOC_SAMPLE / "JPEGImages").glob("*.jpg"))
     picked = [names[i % len(names)] for i in range(count)]
-    images = _hwc(_photos(picked, (480, 640)))
-    probs = list(_smooth_probs(count, 81, (480, 640)).numpy())
+    images, probs = _photos(picked, (480, 640)), _smooth_probs(count, 81, (480, 640))
     wall, cpu = time.perf_counter(), time.process_time()
     _sequential_pydensecrf(images, probs)
     sequential, sequential_cpu = time.perf_counter() - wall, time.process_time() - cpu
     wall, children = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    with CRFPool() as pool:  # timed as a command runs it: process start and imports included
+    with cpu_pool() as pool:  # timed as a command runs it: process start and imports included
         dense_crf_pool(pool, images, probs)
         workers = pool.workers
     pooled = time.perf_counter() - wall
@@ -175,8 +175,7 @@ def bench_coco(count: int) -> dict[str, object]:
         "extrapolation": f"linear: measured per-image time x {COCO_VAL_IMAGES} (COCO val), not measured on COCO",
     }
     if torch.cuda.is_available():
-        batch_images = torch.from_numpy(np.stack(images[:8])).permute(0, 3, 1, 2).cuda()
-        batch_probs = torch.from_numpy(np.stack(probs[:8])).cuda()
+        batch_images, batch_probs = images[:8].cuda(), probs[:8].cuda()
         dense_crf(batch_images, batch_probs, **TEST_CRF)
         torch.cuda.synchronize()
         start = time.perf_counter()

@@ -101,9 +101,9 @@ def crf(
 
 
 def _run_pool(todo: list[Job], options: RefineOptions, processes: int | None, failed: list[str], bar) -> None:
-    from rrm.method.crf import CRFPool  # the CPU worker pool
+    from rrm.ops.crf import cpu_pool
 
-    with CRFPool(processes) as pool:
+    with cpu_pool(processes) as pool:
         handles = [(job, pool.submit(refine_file, job, options)) for job in todo]
         for job, handle in handles:
             try:

@@ -19,7 +19,7 @@ from torch import Tensor
 from rrm.method.crf_torch import dense_crf_torch
 
 if TYPE_CHECKING:
-    from rrm.method.crf import CRFPool
+    from rrm.method.crf import CRFPool  # the CPU worker pool (see cpu_pool)
 
 Backend = Literal["torch", "pydensecrf"]
 
@@ -66,18 +66,26 @@ def dense_crf(
     if backend == "torch":
         return dense_crf_torch(images.to(probs.device), probs, **settings)  # type: ignore[arg-type]
     if backend == "pydensecrf":
-        from rrm.method.crf import CRFParams, CRFPool  # the CPU worker pool
+        from rrm.method.crf import CRFParams
 
         params = CRFParams(**settings)  # type: ignore[arg-type]
         rgb = [np.ascontiguousarray(im) for im in images.permute(0, 2, 3, 1).round().to(torch.uint8).cpu().numpy()]
         maps = list(probs.detach().float().cpu().numpy())
         if pool is None:
-            with CRFPool() as own:
+            with cpu_pool() as own:
                 out = own.map(rgb, maps, params)
         else:
             out = pool.map(rgb, maps, params)
         return torch.from_numpy(np.stack(out)).to(probs.device)
     raise ValueError(f"backend: expected 'torch' or 'pydensecrf', got {backend!r}")
+
+
+def cpu_pool(processes: int | None = None) -> CRFPool:
+    """The CPU worker pool that backend="pydensecrf" runs on: None one process per core, 0 or 1 inline.
+    Reuse one across calls (``pool=``) and close it (a context manager) when done."""
+    from rrm.method.crf import CRFPool
+
+    return CRFPool(processes)
 
 
 def pydensecrf_posterior(image: np.ndarray, probs: np.ndarray, settings: dict) -> np.ndarray:

@@ -27,7 +27,8 @@ from rrm.method.energy_loss import dense_energy_loss
 
 
 class DenseEnergyLoss(nn.Module):
-    """Drop-in for the authors' ``DenseEnergyLoss(weight, sigma_rgb, sigma_xy, scale_factor)``.
+    """Drop-in for the authors' ``DenseEnergyLoss(weight, sigma_rgb, sigma_xy, scale_factor)``, checked
+    against its call sites in zbf1991/RRM, rulixiang/ToCo and zwyang6/SeCo (see the module docstring).
 
     ``recompute_scale_factor`` is passed to ``F.interpolate``: RRM leaves it unset (None), ToCo and
     SeCo set True. The two agree whenever H * scale_factor and W * scale_factor are integers (ToCo's

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from rrm.io import atomic_write, load_image, save_mask
 from rrm.ops.crf import Backend, dense_crf
@@ -32,7 +33,7 @@ class Job:
 
     name: str
     scores: Path | None
-    image: Path | None
+    image: Path  # where the photo is, or where it was looked for when missing
     mask_out: Path
     probs_out: Path | None
 
@@ -49,15 +50,16 @@ class RefineOptions:
     crf: dict = field(default_factory=dict)
 
 
-def find_image(images_dir: Path, name: str) -> Path | None:
+def find_image(images_dir: Path, name: str) -> Path:
+    """images_dir/<name> with the first image suffix that exists (.jpg when none does)."""
     for suffix in IMAGE_SUFFIXES:
         if (images_dir / f"{name}{suffix}").is_file():
             return images_dir / f"{name}{suffix}"
-    return None
+    return images_dir / f"{name}.jpg"
 
 
 def score_jobs(scores_dir: Path, images_dir: Path, out_dir: Path, *, save_probs: bool) -> list[Job]:
-    """One job per score file in scores_dir (sorted by name); image None where it is missing."""
+    """One job per score file in scores_dir (sorted by name), whether or not its image exists."""
     files = sorted(p for p in scores_dir.iterdir() if p.suffix in SCORE_SUFFIXES and p.is_file())
     return [Job(p.stem, p, find_image(images_dir, p.stem), out_dir / f"{p.stem}.png",
                 out_dir / "probs" / f"{p.stem}.npy" if save_probs else None) for p in files]
@@ -106,10 +108,8 @@ def load_scores(path: Path, *, logits: bool, num_classes: int) -> np.ndarray:
 
 def load_image_for(job: Job) -> np.ndarray:
     """The job's photo, (H, W, 3) uint8."""
-    if job.image is None:
-        where = job.scores.parent if job.scores is not None else "the image folder"
-        raise BadInput(f"{job.name}: no image {job.name}.jpg/.jpeg/.png for score map "
-                       f"{job.scores.name if job.scores else ''} (looked next to {where})")
+    if not job.image.is_file():
+        raise BadInput(f"{job.name}: no image {job.name}.jpg/.jpeg/.png in {job.image.parent}")
     try:
         return load_image(job.image)
     except (OSError, ValueError) as error:
@@ -123,7 +123,7 @@ def load_pair(job: Job, options: RefineOptions) -> tuple[np.ndarray, np.ndarray]
     probs = load_scores(job.scores, logits=options.logits, num_classes=options.num_classes)
     if probs.shape[1:] != image.shape[:2]:
         raise BadInput(f"{job.scores.name}: score map is {probs.shape[1]}x{probs.shape[2]} (HxW), "
-                       f"image {job.image.name if job.image else ''} is {image.shape[0]}x{image.shape[1]}")
+                       f"image {job.image.name} is {image.shape[0]}x{image.shape[1]}")
     return image, probs
 
 
@@ -138,8 +138,6 @@ def write_outputs(job: Job, posterior: np.ndarray) -> None:
 def refine(images: list[np.ndarray], probs: list[np.ndarray], options: RefineOptions, backend: Backend,
            device: str = "cpu") -> list[np.ndarray]:
     """dense_crf of same-size (H, W, 3) photos and (K, H, W) maps; posteriors as numpy arrays."""
-    import torch
-
     batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device)
     maps = torch.from_numpy(np.stack(probs)).to(device)
     return list(dense_crf(batch, maps, backend=backend, **options.crf).cpu().numpy())

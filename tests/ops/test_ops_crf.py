@@ -12,6 +12,7 @@ from PIL import Image
 
 from rrm.io import load_image, load_mask
 from rrm.ops import dense_crf
+from rrm.ops.crf import cpu_pool
 
 pytest.importorskip("pydensecrf")
 
@@ -43,9 +44,7 @@ def _batch(voc: Path) -> tuple[torch.Tensor, torch.Tensor]:
 def test_backends_agree_on_99_percent_of_pixels(voc_sample: Path, name: str) -> None:
     images, probs = _batch(voc_sample)
     torch_q = dense_crf(images, probs, backend="torch", **SETTINGS[name])
-    from rrm.method.crf import CRFPool
-
-    with CRFPool(2) as pool:
+    with cpu_pool(2) as pool:
         crf_q = dense_crf(images.numpy(), probs.numpy(), backend="pydensecrf", pool=pool, **SETTINGS[name])
     assert torch_q.shape == crf_q.shape == probs.shape and crf_q.dtype == torch_q.dtype == torch.float32
     torch.testing.assert_close(torch_q.sum(1), torch.ones(len(NAMES), *SIZE))
