@@ -13,9 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pydensecrf.densecrf as dcrf
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from pydensecrf.utils import unary_from_softmax
 
 from rrm.data.classes import IGNORE_INDEX
 from rrm.engine.recipe import EnergyParams
@@ -152,3 +154,38 @@ def write_report(path: Path, report: dict) -> None:
     """Write the JSON report and say where."""
     write_json(path, report)
     print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process): CPU time is less sensitive to other load."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def alternate(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, dict[str, float]]:
+    """Run each function `runs` times, interleaved, after one warm-up each; seconds per run."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return {
+        name: {
+            "median_s": statistics.median(w for w, _ in t),
+            "min_s": min(w for w, _ in t),
+            "median_cpu_s": statistics.median(c for _, c in t),
+        }
+        for name, t in times.items()
+    }
+
+
+def pydensecrf_one_iteration(images: np.ndarray, probs: np.ndarray, sxy: float, srgb: float) -> None:
+    """The issue's yardstick: bilateral term + one mean-field iteration per image, sequentially."""
+    for image, prob in zip(images, probs, strict=True):
+        k, h, w = prob.shape
+        crf = dcrf.DenseCRF2D(w, h, k)
+        crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(prob)))
+        crf.addPairwiseBilateral(sxy=sxy, srgb=srgb, rgbim=image, compat=1)
+        crf.inference(1)

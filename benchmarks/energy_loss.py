@@ -24,26 +24,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pydensecrf.densecrf as dcrf
 import torch
 import torch.nn.functional as F
 from common import (
     BENCH_DIR,
     NAMES,
     VOC_SAMPLE,
+    alternate,
     machine_info,
+    pydensecrf_one_iteration,
     resized_batch,
     smooth_logits,
     sync,
     write_report,
 )
-from pydensecrf.utils import unary_from_softmax
 
 from rrm.method.crf import CRFParams, dense_crf
 from rrm.method.crf_torch import dense_crf_torch
@@ -54,46 +51,11 @@ from rrm.method.permutohedral import PermutohedralLattice, bilateral_features, e
 MINING_CRF = CRFParams(iterations=10, gauss_sxy=3.0, gauss_compat=3.0, bi_sxy=80.0, bi_srgb=13.0, bi_compat=10.0)
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process): CPU time is less sensitive to other load."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def alternate(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, dict[str, float]]:
-    """Run each function `runs` times, interleaved, after one warm-up each; seconds per run."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
-    for _ in range(runs):
-        for name, fn in fns.items():
-            times[name].append(timed(fn))
-    return {
-        name: {
-            "median_s": statistics.median(w for w, _ in t),
-            "min_s": min(w for w, _ in t),
-            "median_cpu_s": statistics.median(c for _, c in t),
-        }
-        for name, t in times.items()
-    }
-
-
 def _row(name: str, t: dict[str, float]) -> str:
     return (
         f"  {name:34s} median {t['median_s'] * 1e3:7.1f} ms   min {t['min_s'] * 1e3:7.1f} ms"
         f"   cpu {t['median_cpu_s'] * 1e3:7.1f} ms"
     )
-
-
-def pydensecrf_one_iteration(images: np.ndarray, probs: np.ndarray, sxy: float, srgb: float) -> None:
-    """The issue's yardstick: bilateral term + one mean-field iteration per image, sequentially."""
-    for image, prob in zip(images, probs, strict=True):
-        k, h, w = prob.shape
-        crf = dcrf.DenseCRF2D(w, h, k)
-        crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(prob)))
-        crf.addPairwiseBilateral(sxy=sxy, srgb=srgb, rgbim=image, compat=1)
-        crf.inference(1)
 
 
 def pydensecrf_mining(images: np.ndarray, probs: np.ndarray) -> list[np.ndarray]:

@@ -1,0 +1,155 @@
+"""Dense-CRF post-processing of saved score maps: pairing, checks, one image's refinement, outputs.
+
+A score map is ``SCORES/<name>.npy`` or ``.npz`` (one array, or one named ``scores``) of shape
+(K, H, W), probabilities or logits, for the image ``IMAGES/<name>.{jpg,jpeg,png}`` of the same
+H x W. The outputs are ``OUT/<name>.png`` (palette PNG of the argmax, original size) and, when
+asked, ``OUT/probs/<name>.npy`` (the posterior, float16). Every problem with one file raises
+:class:`BadInput` naming that file, so a batch can report it and go on. ``refine_file`` is the
+unit of work of the CPU process pool (a module-level function: workers import this module only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rrm.io import atomic_write, load_image, save_mask
+from rrm.ops.crf import Backend, dense_crf
+
+SCORE_SUFFIXES = (".npy", ".npz")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".PNG")
+
+
+class BadInput(ValueError):
+    """One input file that cannot be processed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image's inputs and outputs."""
+
+    name: str
+    scores: Path | None
+    image: Path  # where the photo is, or where it was looked for when missing
+    mask_out: Path
+    probs_out: Path | None
+
+    def done(self) -> bool:
+        return self.mask_out.is_file() and (self.probs_out is None or self.probs_out.is_file())
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    """How score maps are read and which CRF settings refine them (pydensecrf's keywords)."""
+
+    logits: bool = False
+    num_classes: int = 21
+    crf: dict = field(default_factory=dict)
+
+
+def find_image(images_dir: Path, name: str) -> Path:
+    """images_dir/<name> with the first image suffix that exists (.jpg when none does)."""
+    for suffix in IMAGE_SUFFIXES:
+        if (images_dir / f"{name}{suffix}").is_file():
+            return images_dir / f"{name}{suffix}"
+    return images_dir / f"{name}.jpg"
+
+
+def score_jobs(scores_dir: Path, images_dir: Path, out_dir: Path, *, save_probs: bool) -> list[Job]:
+    """One job per score file in scores_dir (sorted by name), whether or not its image exists."""
+    files = sorted(p for p in scores_dir.iterdir() if p.suffix in SCORE_SUFFIXES and p.is_file())
+    return [Job(p.stem, p, find_image(images_dir, p.stem), out_dir / f"{p.stem}.png",
+                out_dir / "probs" / f"{p.stem}.npy" if save_probs else None) for p in files]
+
+
+def image_jobs(images_dir: Path, out_dir: Path, *, save_probs: bool) -> list[Job]:
+    """One job per image in images_dir (for score maps computed on the fly by a model)."""
+    files = sorted(p for p in images_dir.iterdir() if p.suffix in IMAGE_SUFFIXES and p.is_file())
+    return [Job(p.stem, None, p, out_dir / f"{p.stem}.png",
+                out_dir / "probs" / f"{p.stem}.npy" if save_probs else None) for p in files]
+
+
+def _read_array(path: Path) -> np.ndarray:
+    loaded = np.load(path, allow_pickle=False)
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        names = list(loaded.files)
+        if len(names) == 1 or "scores" in names:
+            return loaded[names[0] if len(names) == 1 else "scores"]
+    raise BadInput(f"{path.name}: .npz holds {names}; expected one array or one named 'scores'")
+
+
+def load_scores(path: Path, *, logits: bool, num_classes: int) -> np.ndarray:
+    """(K, H, W) float32 probabilities from a score file (softmax over K when ``logits``)."""
+    try:
+        scores = _read_array(path)
+    except BadInput:
+        raise
+    except Exception as error:  # numpy raises ValueError, OSError, EOFError, zipfile errors for bad files
+        raise BadInput(f"{path.name}: unreadable score map ({type(error).__name__}: {error})") from error
+    if scores.ndim != 3 or scores.shape[0] != num_classes:
+        raise BadInput(f"{path.name}: score map of shape {scores.shape}, expected ({num_classes}, H, W) "
+                       f"(--num-classes {num_classes})")
+    scores = scores.astype(np.float64)
+    if not np.isfinite(scores).all():
+        raise BadInput(f"{path.name}: score map holds NaN or infinite values")
+    if logits:
+        scores = np.exp(scores - scores.max(axis=0, keepdims=True))
+        return (scores / scores.sum(axis=0, keepdims=True)).astype(np.float32)
+    if scores.min() < 0 or scores.max() > 1 + 1e-3:
+        raise BadInput(f"{path.name}: values in [{scores.min():.3g}, {scores.max():.3g}] are not probabilities "
+                       "(pass --logits for raw scores)")
+    return scores.astype(np.float32)
+
+
+def load_image_for(job: Job) -> np.ndarray:
+    """The job's photo, (H, W, 3) uint8."""
+    if not job.image.is_file():
+        raise BadInput(f"{job.name}: no image {job.name}.jpg/.jpeg/.png in {job.image.parent}")
+    try:
+        return load_image(job.image)
+    except (OSError, ValueError) as error:
+        raise BadInput(f"{job.image.name}: {error}") from error
+
+
+def load_pair(job: Job, options: RefineOptions) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 photo and (K, H, W) float32 probabilities of one job, checked against each other."""
+    assert job.scores is not None
+    image = load_image_for(job)
+    probs = load_scores(job.scores, logits=options.logits, num_classes=options.num_classes)
+    if probs.shape[1:] != image.shape[:2]:
+        raise BadInput(f"{job.scores.name}: score map is {probs.shape[1]}x{probs.shape[2]} (HxW), "
+                       f"image {job.image.name} is {image.shape[0]}x{image.shape[1]}")
+    return image, probs
+
+
+def write_outputs(job: Job, posterior: np.ndarray) -> None:
+    """Palette PNG of the argmax and, if asked, the float16 posterior (both written atomically)."""
+    save_mask(job.mask_out, posterior.argmax(axis=0).astype(np.uint8))
+    if job.probs_out is not None:
+        job.probs_out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(job.probs_out, lambda f: np.save(f, posterior.astype(np.float16)))
+
+
+def refine(images: list[np.ndarray], probs: list[np.ndarray], options: RefineOptions, backend: Backend,
+           device: str = "cpu") -> list[np.ndarray]:
+    """dense_crf of same-size (H, W, 3) photos and (K, H, W) maps; posteriors as numpy arrays."""
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device)
+    maps = torch.from_numpy(np.stack(probs)).to(device)
+    return list(dense_crf(batch, maps, backend=backend, **options.crf).cpu().numpy())
+
+
+def refine_file(job: Job, options: RefineOptions) -> str | None:
+    """Load, refine with pydensecrf and write one job (a pool worker's task): None, or the error line."""
+    try:
+        image, probs = load_pair(job, options)
+        from rrm.ops.crf import pydensecrf_posterior
+
+        write_outputs(job, pydensecrf_posterior(image, probs, options.crf))
+    except BadInput as error:
+        return str(error)
+    return None
