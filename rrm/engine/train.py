@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from rrm.data.classes import IGNORE_INDEX
-from rrm.data.transforms import TrainBatchCollate
+from rrm.data.transforms import PSA_COLOR_JITTER, PSA_RESIZE_LONG, TrainBatchCollate
 from rrm.data.voc import VOCSegmentation
 from rrm.engine import distributed
 from rrm.engine.inference import segmentation_logits
@@ -44,6 +44,7 @@ from rrm.method.reliable import MiningParams, mine_batch, mine_cam_only
 from rrm.method.reliable_torch import mine_batch_torch, mine_cam_only_torch
 from rrm.models.deeplab import build_deeplab
 from rrm.models.rrm_net import build_rrm
+from rrm.models.trainable import PSA_FROZEN, freeze_modules
 from rrm.models.weights import load_rrm_weights
 
 MODES = ("cls", "onestep", "supervised")
@@ -70,6 +71,11 @@ class TrainSettings:
     batch_size: int = 4
     crop_size: int = 96
     scale_range: tuple[float, float] = (0.7, 1.3)
+    # PSA's classifier recipe (mode cls from pretrained weights when left None): per-image long side,
+    # ColorJitter, top-level modules not trained; otherwise the per-batch scale, no jitter, all trained
+    resize_long: tuple[int, int] | None = None
+    color_jitter: tuple[float, float, float, float] | None = None
+    frozen: tuple[str, ...] | None = None
     lr: float = 7e-4
     weight_decay: float = 1e-5
     momentum: float = 0.0
@@ -98,6 +104,10 @@ class TrainSettings:
         if self.amp not in AMP:
             raise ValueError(f"amp {self.amp!r}: expected one of {AMP}")
         _check_split(self.batch_size, self.nproc)
+        psa = self.mode == "cls" and self.init is not None
+        self.resize_long = self.resize_long or (PSA_RESIZE_LONG if psa else None)
+        self.color_jitter = self.color_jitter or (PSA_COLOR_JITTER if psa else None)
+        self.frozen = tuple(PSA_FROZEN if psa else ()) if self.frozen is None else tuple(self.frozen)
 
 
 def _check_split(batch_size: int, world: int) -> None:
@@ -209,6 +219,7 @@ def build_model(s: TrainSettings, device: torch.device) -> nn.Module:
         model = build_rrm(width=s.width, freeze_bn=s.freeze_bn, dropout=s.dropout)
         if s.init:
             load_rrm_weights(model, s.init)
+        freeze_modules(model, s.frozen)
     else:
         model = build_deeplab(arch=s.arch, width=s.width, weights=s.init, freeze_bn=s.freeze_bn,
                               batch_norm=s.batch_norm, dropout=s.dropout)
@@ -302,16 +313,15 @@ def step_losses(model: nn.Module, batch: dict, s: TrainSettings, pool: CRFPool |
     roi = batch["roi"].to(device, non_blocking=cuda)
     if s.mining.crf_backend == "torch":  # on the device; labels from the host: no sync (see reliable_torch)
         if s.pseudo == "rrm":
-            target = mine_batch_torch(raw, cam, batch["labels"], s.mining, roi=roi > 0)
+            target = mine_batch_torch(raw, cam, batch["labels"], s.mining)
         else:
-            target = mine_cam_only_torch(cam, batch["labels"], s.mining, roi=roi > 0)
+            target = mine_cam_only_torch(cam, batch["labels"], s.mining)
     else:
         raw_uint8 = batch["raw"].permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
-        roi_np = batch["roi"].numpy() > 0
-        if s.pseudo == "rrm":
-            pseudo = mine_batch(raw_uint8, cam.cpu(), labels.cpu(), s.mining, pool, roi=roi_np)
+        if s.pseudo == "rrm":  # the whole crop, padding included: the ROI only enters the energy loss
+            pseudo = mine_batch(raw_uint8, cam.cpu(), labels.cpu(), s.mining, pool)
         else:
-            pseudo = mine_cam_only(cam.cpu(), labels.cpu(), s.mining, roi=roi_np)
+            pseudo = mine_cam_only(cam.cpu(), labels.cpu(), s.mining)
         target = torch.from_numpy(pseudo).long().to(device)
     seg = F.interpolate(out["seg"].float(), crop, mode="bilinear", align_corners=False)
     if ddp:  # split_cross_entropy's bg / fg maps, each averaged over the global batch
@@ -395,7 +405,8 @@ def _train(s: TrainSettings, device: torch.device) -> dict:
         model, device_ids=[device] if device.type == "cuda" else None,
         find_unused_parameters=s.arch == "resnet38" and s.mode != "onestep")
     sampler = StepBatchSampler(len(dataset), s.batch_size, s.steps, s.seed, start, rank=rank, world_size=world)
-    collate = _SeededCollate(TrainBatchCollate(crop_size=s.crop_size, scale_range=tuple(s.scale_range)))
+    collate = _SeededCollate(TrainBatchCollate(crop_size=s.crop_size, scale_range=tuple(s.scale_range),
+                                               resize_long=s.resize_long, color_jitter=s.color_jitter))
     loader = DataLoader(_Seeded(dataset), batch_sampler=sampler, collate_fn=collate, num_workers=s.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=s.num_workers > 0)
     pool = (CRFPool(s.pool_processes) if s.mode == "onestep" and s.pseudo == "rrm"
