@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from rrm.engine.recipe import TrainSettings
+from rrm.engine.recipe import ClassifierRecipe, TrainSettings
 from rrm.models.deeplab import build_deeplab
 from rrm.models.rrm_net import build_rrm
+from rrm.models.trainable import freeze_modules
 from rrm.models.weights import load_rrm_weights
 
 
@@ -18,6 +19,8 @@ def build_model(s: TrainSettings, device: torch.device) -> nn.Module:
         model = build_rrm(width=s.width, freeze_bn=s.recipe.freeze_bn, dropout=s.recipe.dropout)
         if s.init:
             load_rrm_weights(model, s.init)
+        if isinstance(s.recipe, ClassifierRecipe):
+            freeze_modules(model, s.recipe.frozen)
     else:
         model = build_deeplab(arch=s.arch, width=s.width, weights=s.init, freeze_bn=s.recipe.freeze_bn,
                               batch_norm=s.batch_norm, dropout=s.recipe.dropout)

@@ -36,6 +36,15 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class ClassifierRecipe(Recipe):
+    """train_cls: the recipe plus PSA's classifier augmentation and frozen stem (None / () for neither)."""
+
+    resize_long: tuple[int, int] | None  # per-image long side drawn in [low, high] instead of scale_range
+    color_jitter: tuple[float, float, float, float] | None  # brightness, contrast, saturation, hue
+    frozen: tuple[str, ...]  # top-level ResNet-38 modules left untrained
+
+
+@dataclass(frozen=True)
 class EnergyParams:
     """Arguments of rrm.method.energy_loss.dense_energy_loss (train_onestep.energy)."""
 

@@ -48,22 +48,22 @@ class _Bf16Cam(nn.Module):
             return {"cam": self.model(x)["cam"].float()}
 
 
-def _mined_targets(batch: dict, raw: torch.Tensor, roi: torch.Tensor, cam: torch.Tensor, labels: torch.Tensor,
+def _mined_targets(batch: dict, raw: torch.Tensor, cam: torch.Tensor, labels: torch.Tensor,
                    recipe: OneStepRecipe, mining: MiningSettings, pool: CRFPool | None,
                    device: torch.device) -> torch.Tensor:
     """One-step targets: reliable regions (pseudo rrm) or the CAM's top ratio (pseudo cam), on `device`.
-    `raw` and `roi` are the batch's on `device`; `labels` on `device`."""
+    `raw` is the batch's on `device`; `labels` on `device`. As the authors' code, the whole crop is mined,
+    padding included, and the cross-entropy sees every mined pixel: the ROI only enters the energy loss."""
     params = mining.params
     if params.crf_backend == "torch":  # on the device; labels from the host: no sync (see reliable_torch)
         if recipe.pseudo == "rrm":
-            return mine_batch_torch(raw, cam, batch["labels"], params, roi=roi > 0)
-        return mine_cam_only_torch(cam, batch["labels"], params, roi=roi > 0)
+            return mine_batch_torch(raw, cam, batch["labels"], params)
+        return mine_cam_only_torch(cam, batch["labels"], params)
     raw_uint8 = batch["raw"].permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
-    roi_np = batch["roi"].numpy() > 0
     if recipe.pseudo == "rrm":
-        pseudo = mine_batch(raw_uint8, cam.cpu(), labels.cpu(), params, pool, roi=roi_np)
+        pseudo = mine_batch(raw_uint8, cam.cpu(), labels.cpu(), params, pool)
     else:
-        pseudo = mine_cam_only(cam.cpu(), labels.cpu(), params, roi=roi_np)
+        pseudo = mine_cam_only(cam.cpu(), labels.cpu(), params)
     return torch.from_numpy(pseudo).long().to(device)
 
 
@@ -103,7 +103,7 @@ def step_losses(model: nn.Module, batch: dict, s: TrainSettings, pool: CRFPool |
                              scales=mining.cam_scales, scale1_cam=out["cam"].float())
     raw = batch["raw"].to(device, non_blocking=cuda)
     roi = batch["roi"].to(device, non_blocking=cuda)
-    target = _mined_targets(batch, raw, roi, cam, labels, recipe, mining, pool, device)
+    target = _mined_targets(batch, raw, cam, labels, recipe, mining, pool, device)
     seg = F.interpolate(out["seg"].float(), crop, mode="bilinear", align_corners=False)
     if ddp:  # split_cross_entropy's bg / fg maps, each averaged over the global batch
         losses["ce_bg"], losses["ce_fg"] = _global_pixel_ce(seg, list(split_targets(target, IGNORE_INDEX)))

@@ -34,7 +34,7 @@ from rrm.engine.checkpoint import load_checkpoint, resume, save_checkpoint, save
 from rrm.engine.crf_pool import CRFPool
 from rrm.engine.networks import build_model
 from rrm.engine.optim import make_optimizer
-from rrm.engine.recipe import OneStepRecipe, TrainSettings
+from rrm.engine.recipe import ClassifierRecipe, OneStepRecipe, TrainSettings
 from rrm.engine.sampler import SeededCollate, SeededDataset, StepBatchSampler, check_split
 from rrm.engine.steps import step_losses
 
@@ -85,7 +85,10 @@ def _train(s: TrainSettings, device: torch.device) -> dict:
         find_unused_parameters=s.arch == "resnet38" and s.mode != "onestep")
     sampler = StepBatchSampler(len(dataset), recipe.batch_size, recipe.steps, s.seed, start, rank=rank,
                                world_size=world)
-    collate = SeededCollate(TrainBatchCollate(crop_size=recipe.crop_size, scale_range=tuple(recipe.scale_range)))
+    psa = recipe if isinstance(recipe, ClassifierRecipe) else None
+    collate = SeededCollate(TrainBatchCollate(crop_size=recipe.crop_size, scale_range=tuple(recipe.scale_range),
+                                              resize_long=psa and psa.resize_long,
+                                              color_jitter=psa and psa.color_jitter))
     loader = DataLoader(SeededDataset(dataset), batch_sampler=sampler, collate_fn=collate,
                         num_workers=s.num_workers, pin_memory=device.type == "cuda",
                         persistent_workers=s.num_workers > 0)

@@ -25,6 +25,7 @@ from rrm.engine.recipe import (
     LOSSES,
     OPTIMIZERS,
     PSEUDO_LABELS,
+    ClassifierRecipe,
     EnergyParams,
     MiningSettings,
     OneStepRecipe,
@@ -111,7 +112,7 @@ class Params:
     data: Data
     prepare_data: PrepareData
     model: Model
-    train_cls: Recipe
+    train_cls: ClassifierRecipe
     mining: MiningSettings
     train_onestep: OneStepRecipe
     train_full: Recipe
@@ -165,6 +166,10 @@ RULES: dict[tuple[type, str], Check] = {
     (Recipe, "momentum"): (lambda x: _num(x) and 0 <= x < 1, "a number in [0, 1)"),
     (Recipe, "poly_power"): (lambda x: _num(x) and x >= 0, "a number >= 0"),
     (Recipe, "checkpoint_every"): _POS_INT,
+    (ClassifierRecipe, "resize_long"): (lambda x: x is None or (isinstance(x, list) and len(x) == 2 and all(
+        _int(v) and v > 0 for v in x) and x[0] <= x[1]), "null or [low, high] with 0 < low <= high (integers)"),
+    (ClassifierRecipe, "frozen"): (lambda x: isinstance(x, list) and all(isinstance(v, str) for v in x),
+                                   "a list of module names"),
     (OneStepRecipe, "loss"): _one_of(LOSSES),
     (OneStepRecipe, "pseudo"): _one_of(PSEUDO_LABELS),
     (EnergyParams, "scale"): _UNIT,

@@ -37,15 +37,16 @@ def multiscale_cam(
     flip: bool = False,
     scale1_cam: Tensor | None = None,
 ) -> Tensor:
-    """Eq. 1-3: CAMs of rescaled copies of the images, resized back, averaged, then normalised.
+    """Eq. 1-3 as the authors fuse scales: CAMs of rescaled copies averaged at feature-map size, then normalised.
 
     images (N, 3, H, W); model(x)["cam"] is (N, 20, h, w) at any stride; labels (N, 20).
-    Each scale s resizes the images bilinearly (align_corners=False, output floor(s*H)), each CAM is
-    resized bilinearly to (H, W); with flip the horizontally flipped images are added too.
-    scale1_cam: the (N, 20, h, w) CAM of the training step's own scale-1 forward. It is reused
-    (detached) instead of running scale 1 again, as the authors do. No scale builds a graph: the
-    result only feeds mining. The model's train/eval mode is left as the caller set it.
-    Returns the normalised multi-scale CAM, (N, 20, H, W), without gradient.
+    Scale s feeds the images resized bilinearly (align_corners=False) to (int(H*s), int(W*s)); each
+    scale's CAM is resized bilinearly to the size of the scale-1 CAM (the first scale's when 1.0 is not
+    among `scales`), the CAMs are averaged there, and the average is upsampled once to (H, W). With flip
+    the horizontally flipped images are added too. scale1_cam: the (N, 20, h, w) CAM of the training
+    step's own scale-1 forward, reused (detached) instead of running scale 1 again, as the authors do.
+    No scale builds a graph: the result only feeds mining. The model's train/eval mode is left as the
+    caller set it. Returns the normalised multi-scale CAM, (N, 20, H, W), without gradient.
     """
     if images.ndim != 4:
         raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")
@@ -53,25 +54,24 @@ def multiscale_cam(
         raise ValueError(f"scales must be a non-empty sequence of positive factors, got {tuple(scales)}")
     if scale1_cam is not None and 1.0 not in scales:
         raise ValueError(f"scale1_cam given but 1.0 is not among scales {tuple(scales)}")
-    size = images.shape[-2:]
+    height, width = images.shape[-2:]
 
     def cam_at(x: Tensor, scale: float) -> Tensor:
         if scale != 1.0:
-            x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
-        return _resize(model(x)["cam"], size)
+            size = (int(height * scale), int(width * scale))
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return model(x)["cam"]
 
-    total, count = None, 0
     with torch.no_grad():
-        for scale in scales:
-            if scale == 1.0 and scale1_cam is not None:
-                cam = _resize(scale1_cam.detach(), size)
-            else:
-                cam = cam_at(images, scale)
+        cams = []
+        for scale in sorted(scales, key=lambda s: s != 1.0):  # scale 1 first: it sets the fusion size
+            cam = scale1_cam.detach() if scale == 1.0 and scale1_cam is not None else cam_at(images, scale)
             if flip:
-                cam = cam + cam_at(images.flip(-1), scale).flip(-1)
-            total = cam if total is None else total + cam
-            count += 2 if flip else 1
-        return normalize_cam(total / count, labels)
+                cams.append(cam_at(images.flip(-1), scale).flip(-1))
+            cams.append(cam)
+        size = cams[0].shape[-2:]
+        fused = torch.stack([_resize(cam, size) for cam in cams]).mean(0)
+        return normalize_cam(_resize(fused, images.shape[-2:]), labels)
 
 
 def _resize(cam: Tensor, size: torch.Size) -> Tensor:

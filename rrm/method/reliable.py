@@ -193,9 +193,12 @@ def mine_code(
     - CAM label map: argmax of [(1 - max P_fg)^gamma_high, P_fg].
     - CRF label: argmax of the gamma_low CRF with its background set to 255, then 0 wherever the
       gamma_high CRF's argmax is background.
-    - CAM-confident: for each present class c, pixels whose CAM argmax is c and P_fg^c > cam_min, of
+    - CAM-confident, only for the labels present in the gamma_low CRF's argmax (background included
+      only if it appears there): for a class c, pixels whose CAM argmax is c and P_fg^c > cam_min, of
       those the ones strictly above the value at sorted index int(n * (1 - alpha_ratio)) (the top
-      alpha_ratio); background where the CAM argmax is background and its score > bg_confident.
+      alpha_ratio); for background, pixels whose CAM argmax is background and its score > bg_confident.
+      A class the CRF wiped out thus keeps none of its CAM region. A class in the CRF argmax without
+      any pixel above cam_min is skipped (the released code raises IndexError there).
     - CRF-confident: max of [gamma_high background posterior, gamma_low class posteriors] >= crf_confident.
     - Final: the CRF label where CAM- and CRF-confident, 255 elsewhere. Returns (H, W) uint8.
     """
@@ -225,11 +228,14 @@ def _mine_code(
     crf_label = np.where(low_label == 0, IGNORE_INDEX, ids[low_label])
     crf_label[high_label == 0] = 0
 
-    cam_sure = (cam_label == 0) & (cam_all[0] > params.bg_confident)
-    for k in range(1, len(ids)):
+    cam_sure = np.zeros(cam_label.shape, dtype=bool)
+    for k in np.unique(low_label):  # the labels the gamma_low CRF kept, not the image-level ones
+        if k == 0:
+            cam_sure |= (cam_label == 0) & (cam_all[0] > params.bg_confident)
+            continue
         values = np.where(cam_label == k, cam_all[k], 0.0)
         ranked = np.sort(values[values > params.cam_min])
-        if ranked.size:  # no pixel above cam_min: nothing of this class is CAM-confident
+        if ranked.size:  # none above cam_min: nothing of this class is CAM-confident
             cutoff = ranked[int(ranked.size * (1.0 - params.alpha_ratio))]
             cam_sure |= values > cutoff
     crf_sure = np.concatenate([high[:1], low[1:]]).max(axis=0) >= params.crf_confident

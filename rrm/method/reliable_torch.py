@@ -84,7 +84,10 @@ def _mine_paper(probs: Tensor, ids: Tensor, params: MiningParams, posterior: Ten
 
 
 def _mine_code(fg: Tensor, ids: Tensor, params: MiningParams, low: Tensor, high: Tensor) -> Tensor:
-    """rrm.method.reliable._mine_code on a packed batch; low / high: the two CRFs' (N, K, H, W) posteriors."""
+    """rrm.method.reliable._mine_code on a packed batch; low / high: the two CRFs' (N, K, H, W) posteriors.
+
+    As there, CAM-confident pixels come only from the labels in the gamma_low CRF's argmax, and a class
+    there without a CAM pixel above cam_min is skipped (the released code raises IndexError)."""
     n, k, h, w = low.shape
     cam_all = _with_background(fg, params.gamma_high)
     cam_score, cam_label = cam_all.max(1)  # max() gives the first maximum, as numpy's argmax
@@ -92,7 +95,9 @@ def _mine_code(fg: Tensor, ids: Tensor, params: MiningParams, low: Tensor, high:
     crf_label = torch.where(low_label == 0, IGNORE_INDEX, _class_ids(ids, low_label))
     crf_label = crf_label.masked_fill(high_label == 0, 0)
 
-    cam_sure = (cam_label == 0) & (cam_all[:, 0] > params.bg_confident)
+    # only the labels present in the gamma_low CRF's argmax get CAM-confident pixels, background included
+    in_crf = (low_label.view(n, 1, -1) == torch.arange(k, device=fg.device)[None, :, None]).any(2)  # (N, K)
+    cam_sure = (cam_label == 0) & (cam_all[:, 0] > params.bg_confident) & in_crf[:, :1, None]
     # per class: pixels labelled c with score > cam_min; keep those above the value at sorted index
     # int(count * (1 - alpha_ratio)) of that class's ascending scores
     fg_label = torch.arange(1, k, device=fg.device)[None, :, None]
@@ -102,7 +107,8 @@ def _mine_code(fg: Tensor, ids: Tensor, params: MiningParams, low: Tensor, high:
     ranked = torch.sort(torch.where(candidate, values, -torch.inf), dim=2).values  # candidates last
     at = h * w - count + (count.to(torch.float64) * (1.0 - params.alpha_ratio)).long()
     cutoff = ranked.gather(2, at.clamp_(max=h * w - 1)[:, :, None])
-    cutoff = cutoff.masked_fill_((count == 0)[:, :, None], torch.inf)  # no candidate: none confident
+    # no candidate, or a class the CRF wiped out: none confident
+    cutoff = cutoff.masked_fill_(((count == 0) | ~in_crf[:, 1:])[:, :, None], torch.inf)
     cam_sure |= (values > cutoff).any(1).view(n, h, w)
     crf_sure = torch.cat([high[:, :1], low[:, 1:]], 1).amax(1) >= params.crf_confident
     return torch.where(cam_sure & crf_sure, crf_label, IGNORE_INDEX)

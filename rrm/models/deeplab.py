@@ -47,8 +47,9 @@ def _check_image(x: torch.Tensor, name: str) -> None:
 
 class DeepLabLargeFOV(FreezableBatchNorm):
     """DeepLab-LargeFOV (Chen et al. ICLR 2015): VGG-16 convs with pools 1-3 3x3/2 (pad 1), pools 4-5
-    3x3/1, conv5 dilation 2, fc6 3x3 dilation 12 -> 1024, fc7 1x1 -> 1024 (ReLU and Dropout 0.5 after
-    each), fc8 1x1 -> num_classes. (N, 3, H, W) -> {"seg": (N, K, ceil(H/8), ceil(W/8))}.
+    3x3/1, conv5 dilation 2, pool5a 3x3/1 average pool (pad 1, padding counted as Caffe's), fc6 3x3
+    dilation 12 -> 1024, fc7 1x1 -> 1024 (ReLU and Dropout 0.5 after each), fc8 1x1 -> num_classes.
+    (N, 3, H, W) -> {"seg": (N, K, ceil(H/8), ceil(W/8))}.
 
     `batch_norm` puts BatchNorm after every conv as torchvision's `vgg16_bn` (same `features` indices, so its
     ImageNet file loads): without ImageNet weights the plain 16-layer VGG does not train from random
@@ -80,6 +81,7 @@ class DeepLabLargeFOV(FreezableBatchNorm):
                 ]
                 in_ch = out_ch
         self.features = nn.Sequential(*layers)  # indices match torchvision's vgg16().features
+        self.pool5a = nn.AvgPool2d(3, stride=1, padding=1)  # no parameters: ImageNet files load unchanged
         fc_ch = scaled(1024, width)
         self.fc6 = DilatedConv2d(in_ch, fc_ch, 12)
         self.drop6 = nn.Dropout(0.5) if dropout else nn.Identity()
@@ -95,7 +97,7 @@ class DeepLabLargeFOV(FreezableBatchNorm):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         _check_image(x, "DeepLabLargeFOV")
-        x = self.features(x)
+        x = self.pool5a(self.features(x))
         x = self.drop6(F.relu(self.fc6(x)))
         x = self.drop7(F.relu(self.fc7(x)))
         return {"seg": self.fc8(x)}

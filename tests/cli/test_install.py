@@ -44,7 +44,7 @@ def test_rrm_runs_from_a_non_editable_install(tmp_path):
     where = subprocess.run([sys.executable, "-c", "import rrm; print(rrm.__file__)"], cwd=checkout, env=env,
                            capture_output=True, text=True, check=True).stdout.strip()
     assert Path(where).is_relative_to(target)
-    assert rrm("profile", "list").split() == ["voc-code", "voc-paper"]
+    assert rrm("profile", "list").split() == ["voc-code", "voc-code-imagenet", "voc-paper"]
     dry = rrm("tables", "run", "--dry-run").splitlines()
     assert [line.split(":")[0] for line in dry] == EXPERIMENTS
     assert dry[0] == ("t1-ce-r0.1: -S alpha_ratio=0.1 -S data.val_split=val -S deeplab.arch=vgg16_largefov "

@@ -1,4 +1,5 @@
-"""Training collate: shapes, one scale per batch, ROI/padding, image-mask alignment under flips, normalisation."""
+"""Training collate: shapes, one scale per batch, mean-colour padding and ROI, image-mask alignment under flips,
+normalisation, PSA's per-image resize and colour jitter."""
 
 from __future__ import annotations
 
@@ -69,12 +70,12 @@ def test_one_scale_per_batch_and_seeded() -> None:
     for seed in range(4):
         torch.manual_seed(seed)
         batch = collate([synthetic(h, w) for h, w in sizes])
-        low, high = 0.0, np.inf  # interval of scales s with round(H * s) == observed size, for every sample
+        low, high = 0.0, np.inf  # interval of scales s with int(H * s) == observed size, for every sample
         for roi, (h, w) in zip(batch["roi"], sizes, strict=True):
             rows, cols = roi_extent(roi)
             assert roi.sum() == rows * cols  # the image is one rectangle inside the crop
             for observed, full in ((rows, h), (cols, w)):
-                low, high = max(low, (observed - 0.5) / full), min(high, (observed + 0.5) / full)
+                low, high = max(low, observed / full), min(high, (observed + 1) / full)
         assert low <= high, f"seed {seed}: samples were scaled differently"
         assert 0.5 - 1e-2 <= low and high <= 1.5 + 1e-2
         scales.append((low + high) / 2)
@@ -85,14 +86,16 @@ def test_one_scale_per_batch_and_seeded() -> None:
 
 
 @pytest.mark.parametrize(("height", "width"), [(40, 50), (40, 200), (200, 30)])
-def test_roi_zero_exactly_on_padding_with_mask_255(height: int, width: int) -> None:
+def test_padding_is_the_imagenet_mean_and_roi_marks_real_pixels(height: int, width: int) -> None:
+    """The authors normalise, then crop into zeros: padding is 0 normalised, (123, 116, 103) restored."""
     torch.manual_seed(1)
     collate = TrainBatchCollate(crop_size=64, scale_range=(1.0, 1.0))
     batch = collate([synthetic(height, width) for _ in range(4)])
-    for raw, roi, mask in zip(batch["raw"], batch["roi"], batch["mask"], strict=True):
-        padding = raw.sum(0) == 0
+    for image, raw, roi, mask in zip(batch["image"], batch["raw"], batch["roi"], batch["mask"], strict=True):
+        padding = (image == 0).all(0)  # no COLOURS entry normalises to 0 in all three channels
         assert torch.equal(roi == 0, padding)
         assert (mask[padding] == 255).all()
+        assert (raw[:, padding].T == torch.tensor([123.0, 116.0, 103.0])).all()
         assert set(roi.unique().tolist()) <= {0.0, 1.0}
         assert roi_extent(roi) == (min(height, 64), min(width, 64))
         assert roi.sum() == min(height, 64) * min(width, 64)
@@ -135,7 +138,9 @@ def test_normalisation_inverse_equals_raw() -> None:
     batch = TrainBatchCollate(crop_size=48)([synthetic(50, 70), synthetic(30, 40)])
     mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
     std = torch.tensor(IMAGENET_STD)[:, None, None]
-    torch.testing.assert_close((batch["image"] * std + mean) * 255, batch["raw"], atol=1e-3, rtol=0)
+    restored = (batch["image"] * std + mean) * 255  # raw: this, truncated to uint8 as the authors' astype
+    assert ((restored - batch["raw"]) > -1e-4).all() and ((restored - batch["raw"]) < 1).all()
+    assert torch.equal(batch["raw"], batch["raw"].floor())
 
     image = np.array([[[255, 0, 128]]], dtype=np.uint8)
     expected = [(1.0 - 0.485) / 0.229, (0.0 - 0.456) / 0.224, (128 / 255 - 0.406) / 0.225]
@@ -146,6 +151,33 @@ def test_normalisation_inverse_equals_raw() -> None:
     assert normed.shape == raw.shape == (1, 3, 30, 40) and raw.dtype == torch.float32
     torch.testing.assert_close(raw[0].permute(1, 2, 0), torch.from_numpy(sample).float())
     torch.testing.assert_close(normed[0], normalize(sample))
+
+
+def test_resize_long_draws_per_image_and_jitter_changes_colours() -> None:
+    """PSA's classifier recipe: each image's long side drawn in [low, high]; ColorJitter moves colours."""
+    samples = [synthetic(40, 60) for _ in range(8)]
+    torch.manual_seed(0)
+    plain = TrainBatchCollate(crop_size=64, resize_long=(20, 50))(samples)
+    longs = [max(roi_extent(roi)) for roi in plain["roi"]]
+    assert all(20 <= n <= 50 for n in longs) and len(set(longs)) > 2  # one draw per image
+    assert (plain["mask"] == 255).all()  # labels only: the classifier has no masks
+    palette = torch.tensor(list(COLOURS.values()), dtype=torch.float32)
+
+    def off_palette(batch: dict) -> float:
+        """Largest distance of a uniform-colour pixel to the nearest palette colour."""
+        worst = 0.0
+        for raw, roi in zip(batch["raw"], batch["roi"], strict=True):
+            inside = uniform(classes_from_colours(raw), 2) & uniform(roi, 2) & (roi == 1)
+            pixels = raw[:, inside].T
+            worst = max(worst, float(torch.cdist(pixels, palette).min(1).values.max()))
+        return worst
+
+    assert off_palette(plain) <= 2.0  # bicubic resizing keeps flat colours (up to the uint8 truncation)
+    torch.manual_seed(0)
+    jittered = TrainBatchCollate(crop_size=64, resize_long=(20, 50), color_jitter=(0.3, 0.3, 0.3, 0.1))(samples)
+    assert off_palette(jittered) > 10.0
+    with pytest.raises(ValueError, match="resize_long"):
+        TrainBatchCollate(crop_size=32, resize_long=(50, 20))
 
 
 def test_missing_mask_becomes_void_and_bad_arguments() -> None:

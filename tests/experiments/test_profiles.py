@@ -22,8 +22,8 @@ COMMON = {
     "device": "cuda", "alpha_ratio": 0.4,
     "data.root": "data/VOCdevkit/VOC2012", "data.train_split": "train_aug", "data.val_split": "val",
     "prepare_data.generate": False, "model.width": 1.0,
-    "model.init": "weights/ilsvrc-cls_rna-a1_cls1000_ep-0001.pth",
-    "train_cls.steps": 9915, "train_cls.batch_size": 16, "train_cls.crop_size": 448, "train_cls.lr": 0.1,
+    "model.init": "weights/res38_cls.pth",
+    "train_cls.steps": 0, "train_cls.batch_size": 16, "train_cls.crop_size": 448, "train_cls.lr": 0.1,
     "train_cls.weight_decay": 5e-4, "train_cls.freeze_bn": True,
     "train_onestep.freeze_bn": True, "train_onestep.optimizer": "sgd", "train_onestep.steps": 20000,
     "train_onestep.batch_size": 4, "train_onestep.crop_size": 321, "train_onestep.scale_range": [0.7, 1.3],
@@ -45,15 +45,17 @@ FIDELITY = {
                   "mining.gamma": 4.0, "train_full.lr": 1e-3, "train_full.weight_decay": 5e-4},
 }
 
-# Every resolved value of voc-paper, written out from the profile as it stood when it was a full copy of its
-# 102 keys: the overlay on voc-code must resolve to exactly these (values, kinds and order).
+# Every resolved value of voc-paper, written out: the overlay on voc-code must resolve to exactly these
+# (values, kinds and order).
 VOC_PAPER = {
     "device": "cuda", "alpha_ratio": 0.4, "data.root": "data/VOCdevkit/VOC2012",
     "data.train_split": "train_aug", "data.val_split": "val", "data.test_split": "test",
     "data.mask_dir": None, "data.num_workers": 4, "prepare_data.generate": False, "model.width": 1.0,
-    "model.init": "weights/ilsvrc-cls_rna-a1_cls1000_ep-0001.pth", "train_cls.freeze_bn": True,
-    "train_cls.dropout": True, "train_cls.optimizer": "sgd", "train_cls.steps": 9915,
+    "model.init": "weights/res38_cls.pth", "train_cls.freeze_bn": True,
+    "train_cls.dropout": True, "train_cls.optimizer": "sgd", "train_cls.steps": 0,
     "train_cls.batch_size": 16, "train_cls.crop_size": 448, "train_cls.scale_range": [0.5, 1.0],
+    "train_cls.resize_long": [256, 512], "train_cls.color_jitter": [0.3, 0.3, 0.3, 0.1],
+    "train_cls.frozen": ["conv1a", "b2", "b2_1", "b2_2"],
     "train_cls.lr": 0.1, "train_cls.weight_decay": 0.0005, "train_cls.momentum": 0.0,
     "train_cls.checkpoint_every": 1000, "mining.rule": "paper", "mining.gamma": 4.0, "mining.gamma_low": 4.0,
     "mining.gamma_high": 32.0, "mining.cam_min": 0.1, "mining.bg_confident": 0.8, "mining.crf_confident": 0.8,
@@ -146,9 +148,25 @@ def test_overlay_files_extend_by_name_or_path_and_cycles_fail(tmp_path):
     with pytest.raises(ValueError, match="bad.yaml: extends: expected a profile name"):
         load_profile(tmp_path / "bad.yaml")
     (tmp_path / "lost.yaml").write_text("extends: voc-nothing\n")
-    with pytest.raises(FileNotFoundError, match="'voc-nothing' not found; available: voc-code, voc-paper"):
+    with pytest.raises(FileNotFoundError, match="'voc-nothing' not found; available: voc-code, voc-code-imagenet, voc-paper"):
         load_profile(tmp_path / "lost.yaml")
-    assert available_profiles() == ["voc-code", "voc-paper"]
+    assert available_profiles() == ["voc-code", "voc-code-imagenet", "voc-paper"]
+
+
+def test_voc_code_starts_from_psas_classifier_and_imagenet_is_one_profile_away():
+    """The authors' one-step script loads PSA's res38_cls.pth (train_cls does not run); the ImageNet route
+    trains the classifier with PSA's recipe (train_cls.py): batch 16, crop 448, lr 0.1, wd 5e-4, 15 epochs
+    of train_aug, per-image long side 256-512, ColorJitter(0.3, 0.3, 0.3, 0.1), stem not trained."""
+    code, imagenet = load_profile("voc-code"), load_profile("voc-code-imagenet")
+    assert code["model.init"] == "weights/res38_cls.pth" and code["train_cls.steps"] == 0
+    assert imagenet["model.init"] == "weights/ilsvrc-cls_rna-a1_cls1000_ep-0001.pth"
+    psa = {"train_cls.steps": 9915, "train_cls.batch_size": 16, "train_cls.crop_size": 448, "train_cls.lr": 0.1,
+           "train_cls.weight_decay": 5e-4, "train_cls.resize_long": [256, 512],
+           "train_cls.color_jitter": [0.3, 0.3, 0.3, 0.1], "train_cls.frozen": ["conv1a", "b2", "b2_1", "b2_2"]}
+    assert {key: imagenet[key] for key in psa} == psa
+    assert 9915 == 10_582 // 16 * 15  # PSA: max_step = len(train_aug) // batch_size * epochs
+    assert {k: v for k, v in imagenet.items() if code.get(k) != v} == {
+        "model.init": "weights/ilsvrc-cls_rna-a1_cls1000_ep-0001.pth", "train_cls.steps": 9915}
 
 @pytest.mark.parametrize("value", [1e-7, 7e-4, 2.5e-4, 1e20, 0.1, 20000.0, -3e-9])
 def test_yaml_float_reads_back_with_pyyaml(value):

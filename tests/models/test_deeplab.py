@@ -38,6 +38,9 @@ def test_largefov_layout():
     assert [(p.kernel_size, p.stride, p.padding) for p in pools] == [(3, 2, 1)] * 3 + [(3, 1, 1)] * 2
     convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
     assert [c.dilation[0] for c in convs] == [1] * 10 + [2] * 3
+    pool5a = model.pool5a  # DeepLab's prototxt: pool5a AVE 3x3, stride 1, pad 1, between pool5 and fc6
+    assert isinstance(pool5a, torch.nn.AvgPool2d) and pool5a.count_include_pad
+    assert (pool5a.kernel_size, pool5a.stride, pool5a.padding) == (3, 1, 1)
     assert model.fc6.weight.shape == (1024, 512, 3, 3) and model.fc6.dilation == (12, 12)
     assert model.fc7.weight.shape == (1024, 1024, 1, 1) and model.fc8.weight.shape == (21, 1024, 1, 1)
     assert model.drop6.p == model.drop7.p == 0.5
@@ -58,6 +61,21 @@ def test_resnet_backbone_is_torchvision_dilated_resnet101():
         expected = torch.nn.Sequential(*list(reference.children())[:-2])(x)  # up to layer4
         torch.testing.assert_close(model.backbone(x), expected, rtol=0, atol=0)
     assert model.aspp.branches[0].weight.shape == (21, 2048, 3, 3)
+
+
+def test_pool5a_averages_pool5_before_fc6():
+    model = build_deeplab(arch="vgg16_largefov", width=WIDTH, dropout=False).eval()
+    x = torch.randn(1, 3, 40, 40)
+    seen = {}
+    model.fc6.register_forward_hook(lambda m, args, out: seen.update(fc6_in=args[0]))
+    with torch.no_grad():
+        model(x)
+        pool5 = model.features(x)
+    # Caffe's AVE pooling with pad 1 divides by 9 everywhere (padding counted)
+    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(pool5, (1, 1, 1, 1)),
+                                          torch.full((pool5.shape[1], 1, 3, 3), 1 / 9), groups=pool5.shape[1])
+    torch.testing.assert_close(seen["fc6_in"], expected)
+    assert not torch.allclose(seen["fc6_in"], pool5)
 
 
 def test_vgg_mapping_decimates_fc6_fc7():
