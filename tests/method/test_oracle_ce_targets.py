@@ -1,6 +1,6 @@
 """The fg/bg cross-entropy targets of a one-step training step against the authors' pipeline, on real photos.
 
-The batch is the authors' crop (padding included); the step (rrm.engine.train.step_losses) mines the whole
+The batch is the authors' crop (padding included); the step (rrm.engine.steps.step_losses) mines the whole
 crop and its two CE terms must see exactly the targets of compute_seg_label + compute_joint_loss: every
 non-255 mined pixel, the padding's too. The crop mask enters only the energy loss (not run here).
 """
@@ -16,11 +16,15 @@ from reference.mining import ce_targets, compute_seg_label
 from reference.photos import cam_like, sample_photos
 from torch import nn
 
-import rrm.engine.train as train_module
+import rrm.engine.steps as steps_module
 from rrm.data.transforms import crop_normalised, scale_flip
-from rrm.engine.train import TrainSettings, step_losses
-from rrm.method.crf import CRFPool
+from rrm.engine.crf_pool import CRFPool
+from rrm.engine.steps import step_losses
+from rrm.experiments.pipeline import training_run
+from rrm.experiments.profiles import expand
+from rrm.experiments.settings import load_params, parse
 
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 CROP, SCALE = 121, 0.7  # the scaled photos (<= 84 x 112) are padded in both axes
 
 
@@ -60,14 +64,15 @@ def test_ce_targets_equal_authors(voc_sample: Path, monkeypatch) -> None:
         seen.append(target)
         return logits.sum() * 0, logits.sum() * 0
 
-    monkeypatch.setattr(train_module, "split_cross_entropy", recording)
-    settings = TrainSettings(mode="onestep", data_root="", split="", out_model="", checkpoint="", loss="ce",
-                             crop_size=CROP)
+    monkeypatch.setattr(steps_module, "split_cross_entropy", recording)
+    params = parse(expand(load_params(PARAMS), {"train_onestep.loss": "ce", "train_onestep.crop_size": CROP,
+                                                  "mining.rule": "code", "alpha_ratio": 0.4}, source="test"))
+    settings = training_run(params, "train_onestep", init="-", out_model="-", checkpoint="-", live_dir=None)
     losses = step_losses(FixedCAM(torch.from_numpy(np.stack(cams))), batch, settings, CRFPool(0),
                          torch.device("cpu"))
     assert set(losses) == {"cls", "ce_bg", "ce_fg"}
     target = seen[0].numpy()
-    bg, fg = train_module.split_targets(seen[0])
+    bg, fg = steps_module.split_targets(seen[0])
     np.testing.assert_array_equal(bg.numpy(), np.stack(want_bg))
     np.testing.assert_array_equal(fg.numpy(), np.stack(want_fg))
     padding = ~np.stack(rois)

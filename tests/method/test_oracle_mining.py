@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from authors_settings import MINING
 from reference.mining import compute_seg_label
 from reference.photos import cam_like, sample_photos
 
-from rrm.method.reliable import MiningParams, mine_code
+from rrm.method.reliable import mine_code
 from rrm.method.reliable_torch import _mine_code as mine_code_packed
 from rrm.method.reliable_torch import mine_batch_torch
 
 U = 255
-CODE = MiningParams(rule="code")
+CODE = MINING  # the authors' code rule and settings
 
 
 @pytest.fixture(scope="module")
