@@ -143,7 +143,7 @@ def bench_crf(runs: int, thread_counts: list[int]) -> dict[str, object]:
         torch.set_num_threads(count)
         timings = alternate(
             {
-                "torch_crf_10iter": lambda: dense_crf_torch(torch_images, probs),
+                "torch_crf_10iter": lambda: dense_crf_torch(torch_images, probs, MINING_CRF),
                 "pydensecrf_10iter": lambda: pydensecrf_mining(np_images, probs.numpy()),
             },
             runs,
@@ -154,14 +154,14 @@ def bench_crf(runs: int, thread_counts: list[int]) -> dict[str, object]:
         for name, t in timings.items():
             print(_row(name, t))
         print(f"  ratio torch / pydensecrf: {ratio:.2f}x wall")
-    ours = dense_crf_torch(torch_images, probs).argmax(1).numpy()
+    ours = dense_crf_torch(torch_images, probs, MINING_CRF).argmax(1).numpy()
     reference = np.stack([q.argmax(0) for q in pydensecrf_mining(np_images, probs.numpy())])
     crf["argmax_agreement"] = float((ours == reference).mean())
     print(f"  argmax agreement with pydensecrf: {crf['argmax_agreement']:.5f}")
     if torch.cuda.is_available():
         gpu_images, gpu_probs = torch_images.cuda(), probs.cuda()
         crf["gpu"] = alternate(
-            {"torch_crf_10iter": lambda: (dense_crf_torch(gpu_images, gpu_probs), torch.cuda.synchronize())},
+            {"torch_crf_10iter": lambda: (dense_crf_torch(gpu_images, gpu_probs, MINING_CRF), torch.cuda.synchronize())},
             runs,
         )
         print(f"  GPU: {_row('torch_crf_10iter', crf['gpu']['torch_crf_10iter'])}")

@@ -7,33 +7,12 @@ start fast.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
 
-
-@dataclass(frozen=True)
-class CRFParams:
-    """Mean-field iterations and kernel settings (RRM uses AffinityNet's for eq. 5: params.yaml mining.crf)."""
-
-    iterations: int
-    gauss_sxy: float
-    gauss_compat: float
-    bi_sxy: float
-    bi_srgb: float
-    bi_compat: float
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.iterations, int) or self.iterations < 0:
-            raise ValueError(f"CRFParams.iterations must be a non-negative int, got {self.iterations!r}")
-        for name in ("gauss_sxy", "bi_sxy", "bi_srgb"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"CRFParams.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("gauss_compat", "bi_compat"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"CRFParams.{name} must be >= 0, got {getattr(self, name)!r}")
+from rrm.method.crf_params import CRFParams
 
 
 def check_inputs(image: np.ndarray, probs: np.ndarray) -> None:

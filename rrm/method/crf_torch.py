@@ -18,11 +18,11 @@ splat and slice weights.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypedDict, Unpack
 
 import torch
 from torch import Tensor
 
+from rrm.method.crf_params import CRFParams
 from rrm.method.permutohedral import PermutohedralLattice, bilateral_features
 
 _UNARY_CLIP = 1e-5  # pydensecrf.utils.unary_from_softmax default
@@ -44,19 +44,7 @@ def _normalised(lattice: PermutohedralLattice, compat: float) -> PermutohedralLa
     return lattice.rescale_(norm, compat * norm)
 
 
-class MeanFieldSettings(TypedDict, total=False):
-    """dense_crfs_torch's keyword settings (defaults: PSA's, as in params.yaml mining.crf)."""
-
-    iterations: int
-    gauss_sxy: float
-    gauss_compat: float
-    bi_sxy: float
-    bi_srgb: float
-    bi_compat: float
-
-
-def dense_crf_torch(images: Tensor, probs: Tensor, *, valid: Tensor | None = None,
-                    **settings: Unpack[MeanFieldSettings]) -> Tensor:
+def dense_crf_torch(images: Tensor, probs: Tensor, params: CRFParams, *, valid: Tensor | None = None) -> Tensor:
     """Mean-field dense CRF posterior.
 
     Args:
@@ -65,25 +53,20 @@ def dense_crf_torch(images: Tensor, probs: Tensor, *, valid: Tensor | None = Non
         valid: optional (N, K) bool; a False label is left out of its image's CRF (posterior 0), as
             if the CRF had run on the other labels alone. Lets images with different label counts
             share one padded batch.
-        settings: iterations (mean-field steps, pydensecrf ``inference(iterations)``) and the kernels'
-            widths and weights, as dense_crfs_torch takes them.
+        params: mean-field steps (pydensecrf's ``inference(iterations)``) and the two kernels' widths
+            and weights, as pydensecrf takes them.
     Returns:
         (N, K, H, W) float32 posterior Q, summing to 1 over K.
     """
-    return dense_crfs_torch(images, [probs], valid=valid, **settings)[0]
+    return dense_crfs_torch(images, [probs], params, valid=valid)[0]
 
 
 def dense_crfs_torch(
     images: Tensor,
     probs: Sequence[Tensor],
+    params: CRFParams,
     *,
     valid: Tensor | None = None,
-    iterations: int = 10,
-    gauss_sxy: float = 3.0,
-    gauss_compat: float = 3.0,
-    bi_sxy: float = 80.0,
-    bi_srgb: float = 13.0,
-    bi_compat: float = 10.0,
 ) -> list[Tensor]:
     """dense_crf_torch of several (N, K, H, W) score maps on the same images, sharing the lattices.
 
@@ -101,10 +84,6 @@ def dense_crfs_torch(
         raise ValueError(f"images: expected shape {(n, 3, h, w)}, got {tuple(images.shape)}")
     if valid is not None and valid.shape != (n, k):
         raise ValueError(f"valid: expected shape {(n, k)}, got {tuple(valid.shape)}")
-    if iterations < 0:
-        raise ValueError(f"iterations: expected >= 0, got {iterations}")
-    if gauss_sxy <= 0:
-        raise ValueError(f"gauss_sxy: expected > 0, got {gauss_sxy}")
     device, m = probs[0].device, len(probs)
     num_pixels = h * w
     unary = torch.stack(probs, 1).to(torch.float32).clamp(_UNARY_CLIP, 1.0).log_()  # = -psi_u, (N, M, K, H, W)
@@ -117,15 +96,15 @@ def dense_crfs_torch(
         return torch.softmax(x.view(-1, m, k), dim=2).view(-1, m * k)
 
     q = softmax(unary)
-    if iterations > 0:
+    if params.iterations > 0:
         # One lattice per kernel for the whole batch, images kept apart by a group id; normalisation
         # and compatibility weights are folded into the lattices once.
         groups = torch.arange(n, device=device).repeat_interleave(num_pixels)
-        grid = _pixel_grid(h, w, gauss_sxy, device).repeat(n, 1)
-        gauss = _normalised(PermutohedralLattice(grid, groups=groups), gauss_compat)
-        feats = bilateral_features(images.to(device), sigma_xy=bi_sxy, sigma_rgb=bi_srgb)
-        bilateral = _normalised(PermutohedralLattice(feats, groups=groups), bi_compat)
-        for _ in range(iterations):
+        grid = _pixel_grid(h, w, params.gauss_sxy, device).repeat(n, 1)
+        gauss = _normalised(PermutohedralLattice(grid, groups=groups), params.gauss_compat)
+        feats = bilateral_features(images.to(device), sigma_xy=params.bi_sxy, sigma_rgb=params.bi_srgb)
+        bilateral = _normalised(PermutohedralLattice(feats, groups=groups), params.bi_compat)
+        for _ in range(params.iterations):
             # Potts: Q <- softmax(-psi_u + sum_m w_m k_m(Q))
             q = softmax(bilateral.filter(q, add_to=gauss.filter(q, add_to=unary)))
     return list(q.reshape(n, h, w, m, k).permute(3, 0, 4, 1, 2).contiguous().unbind(0))

@@ -12,8 +12,6 @@ padded with labels the CRF leaves out (``valid`` False). ``ids`` (N, K) maps cha
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import torch
 from torch import Tensor
 
@@ -67,7 +65,7 @@ def _confident_cam_label(probs: Tensor, alpha_ratio: float) -> tuple[Tensor, Ten
 
 
 def _crf(images: Tensor, probs: list[Tensor], valid: Tensor, params: MiningParams) -> list[Tensor]:
-    return dense_crfs_torch(images, probs, valid=valid, **asdict(params.crf))  # CRFParams: same field names
+    return dense_crfs_torch(images, probs, params.crf, valid=valid)
 
 
 def _class_ids(ids: Tensor, channels: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rrm.method.crf_params import CRFParams
 from rrm.method.crf_torch import dense_crf_torch
 
 if TYPE_CHECKING:
@@ -61,14 +62,11 @@ def dense_crf(
     n, _, h, w = probs.shape
     if tuple(images.shape) != (n, 3, h, w):
         raise ValueError(f"images: expected shape {(n, 3, h, w)} (RGB 0..255), got {tuple(images.shape)}")
-    settings = {"iterations": iterations, "gauss_sxy": gauss_sxy, "gauss_compat": gauss_compat,
-                "bi_sxy": bi_sxy, "bi_srgb": bi_srgb, "bi_compat": bi_compat}
+    params = CRFParams(iterations=iterations, gauss_sxy=gauss_sxy, gauss_compat=gauss_compat,
+                       bi_sxy=bi_sxy, bi_srgb=bi_srgb, bi_compat=bi_compat)
     if backend == "torch":
-        return dense_crf_torch(images.to(probs.device), probs, **settings)  # type: ignore[arg-type]
+        return dense_crf_torch(images.to(probs.device), probs, params)
     if backend == "pydensecrf":
-        from rrm.method.crf import CRFParams
-
-        params = CRFParams(**settings)  # type: ignore[arg-type]
         rgb = [np.ascontiguousarray(im) for im in images.permute(0, 2, 3, 1).round().to(torch.uint8).cpu().numpy()]
         maps = list(probs.detach().float().cpu().numpy())
         if pool is None:
@@ -92,4 +90,4 @@ def pydensecrf_posterior(image: np.ndarray, probs: np.ndarray, settings: dict) -
     """One pydensecrf CRF in this process: (H, W, 3) uint8 photo, (K, H, W) probabilities -> posterior."""
     from rrm.method import crf as method_crf
 
-    return method_crf.dense_crf(image, probs, method_crf.CRFParams(**settings))
+    return method_crf.dense_crf(image, probs, CRFParams(**settings))

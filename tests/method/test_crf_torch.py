@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pydensecrf.densecrf as dcrf
 import pytest
 import torch
 import torch.nn.functional as F
+from authors_settings import CRF
 from PIL import Image
 from pydensecrf.utils import unary_from_softmax
 from torch import Tensor
@@ -50,7 +52,7 @@ def _pydensecrf(image: Tensor, probs: Tensor) -> np.ndarray:
 
 def test_matches_pydensecrf_on_real_photos(voc_sample: Path) -> None:
     images, probs, labels = _batch(voc_sample)
-    posterior = dense_crf_torch(images, probs)
+    posterior = dense_crf_torch(images, probs, CRF)
     assert posterior.shape == probs.shape and posterior.dtype == torch.float32
     torch.testing.assert_close(posterior.sum(1), torch.ones(len(NAMES), *SIZE))
     valid = labels != 255
@@ -68,9 +70,9 @@ def test_matches_pydensecrf_on_real_photos(voc_sample: Path) -> None:
 def test_batch_equals_one_image_at_a_time(voc_sample: Path) -> None:
     images, probs, _ = _batch(voc_sample)
     images, probs = images[:2], probs[:2]
-    batch = dense_crf_torch(images, probs, iterations=2)
+    batch = dense_crf_torch(images, probs, replace(CRF, iterations=2))
     for n in range(2):
-        one = dense_crf_torch(images[n : n + 1], probs[n : n + 1], iterations=2)
+        one = dense_crf_torch(images[n : n + 1], probs[n : n + 1], replace(CRF, iterations=2))
         torch.testing.assert_close(one, batch[n : n + 1], rtol=1e-4, atol=1e-5)
 
 
@@ -78,23 +80,23 @@ def test_zero_iterations_return_normalised_clipped_unary() -> None:
     images = torch.zeros(1, 3, 2, 3, dtype=torch.uint8)
     probs = torch.tensor([0.6, 0.2, 0.0]).reshape(1, 3, 1, 1).expand(1, 3, 2, 3)
     expected = torch.tensor([0.6, 0.2, 1e-5]) / (0.8 + 1e-5)
-    torch.testing.assert_close(dense_crf_torch(images, probs, iterations=0)[0, :, 1, 2], expected)
+    torch.testing.assert_close(dense_crf_torch(images, probs, replace(CRF, iterations=0))[0, :, 1, 2], expected)
 
 
 def test_bad_inputs_raise() -> None:
     with pytest.raises(ValueError, match="images"):
-        dense_crf_torch(torch.zeros(1, 3, 4, 4), torch.full((1, 2, 4, 5), 0.5))
+        dense_crf_torch(torch.zeros(1, 3, 4, 4), torch.full((1, 2, 4, 5), 0.5), CRF)
     with pytest.raises(ValueError, match="probs"):
-        dense_crf_torch(torch.zeros(1, 3, 4, 4), torch.full((2, 4, 4), 0.5))
+        dense_crf_torch(torch.zeros(1, 3, 4, 4), torch.full((2, 4, 4), 0.5), CRF)
     with pytest.raises(ValueError, match="iterations"):
-        dense_crf_torch(torch.zeros(1, 3, 4, 4), torch.full((1, 2, 4, 4), 0.5), iterations=-1)
+        dense_crf_torch(torch.zeros(1, 3, 4, 4), torch.full((1, 2, 4, 4), 0.5), replace(CRF, iterations=-1))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu(voc_sample: Path) -> None:
     images, probs, _ = _batch(voc_sample)
-    cpu = dense_crf_torch(images, probs)
-    gpu = dense_crf_torch(images.cuda(), probs.cuda())
+    cpu = dense_crf_torch(images, probs, CRF)
+    gpu = dense_crf_torch(images.cuda(), probs.cuda(), CRF)
     assert gpu.device.type == "cuda"
     assert (gpu.argmax(1).cpu() == cpu.argmax(1)).float().mean() >= 0.999
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
