@@ -150,6 +150,11 @@ class DeepLabV2(FreezableBatchNorm):
     `torchvision.models.resnet101(replace_stride_with_dilation=[False, True, True])` without `fc`
     (same module names under `backbone.`); `width` < 1 scales its stage widths. With `freeze_bn`
     (DeepLab-v2's Caffe setting) BatchNorm stays in eval mode and is not trained.
+
+    Each Bottleneck's last BatchNorm starts at weight 0 (torchvision's `zero_init_residual`, Goyal et al.
+    2017), so every block starts as its identity shortcut and the 33 blocks start as a shallow net.
+    ImageNet weights overwrite it; from random weights it is what lets the network train: without it the
+    first Adam steps throw the loss from 3 to 10-17 and the net ends up predicting background.
     """
 
     new_layers = ("aspp.",)
@@ -192,6 +197,9 @@ class DeepLabV2(FreezableBatchNorm):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        for m in self.backbone.modules():
+            if isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)
         self.aspp = ASPP(inplanes, num_classes)
         self.freeze_batchnorm_if(freeze_bn)
 

@@ -202,3 +202,18 @@ def test_frozen_batch_norm_keeps_statistics_in_train_mode():
     before = bn.running_mean.clone()
     model(torch.randn(2, 3, 32, 32))
     assert not bn.training and torch.equal(bn.running_mean, before) and not bn.weight.requires_grad
+
+
+def test_resnet_blocks_start_as_their_shortcut():
+    """Zero-initialised last BatchNorm of every Bottleneck: a block without downsampling maps its
+    (non-negative, post-ReLU) input to itself, in train and eval mode alike."""
+    torch.manual_seed(0)
+    model = build_deeplab(arch="resnet101_v2", width=WIDTH, freeze_bn=False)
+    blocks = [m for m in model.backbone.modules() if isinstance(m, torchvision.models.resnet.Bottleneck)]
+    assert len(blocks) == 3 + 4 + 23 + 3
+    assert all(torch.count_nonzero(b.bn3.weight) == 0 for b in blocks)
+    for mode in (True, False):
+        for block in (b for b in blocks if b.downsample is None):
+            x = torch.rand(2, block.conv1.in_channels, 6, 6)
+            with torch.no_grad():
+                torch.testing.assert_close(block.train(mode)(x), x)
