@@ -71,9 +71,9 @@ def dense_crf(
         maps = list(probs.detach().float().cpu().numpy())
         if pool is None:
             with cpu_pool() as own:
-                out = own.map(rgb, maps, params)
+                out = own.map_async(rgb, maps, params).get()
         else:
-            out = pool.map(rgb, maps, params)
+            out = pool.map_async(rgb, maps, params).get()
         return torch.from_numpy(np.stack(out)).to(probs.device)
     raise ValueError(f"backend: expected 'torch' or 'pydensecrf', got {backend!r}")
 
