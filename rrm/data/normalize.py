@@ -39,9 +39,3 @@ def normalize(image: np.ndarray | Tensor) -> Tensor:
 def normalize_batch(images: np.ndarray | Sequence[np.ndarray]) -> Tensor:
     """N same-size (H, W, 3) uint8 RGB images -> (N, 3, H, W) float32 ImageNet-normalised."""
     return torch.stack([normalize(image) for image in images])
-
-
-def to_batch(image: np.ndarray) -> tuple[Tensor, Tensor]:
-    """One (H, W, 3) uint8 image -> ((1, 3, H, W) normalised, (1, 3, H, W) float32 raw 0..255)."""
-    raw = as_chw(image).float().unsqueeze(0)
-    return normalize_raw(raw), raw

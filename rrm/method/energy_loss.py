@@ -17,7 +17,8 @@ ROI before filtering; S is held constant in the backward pass, whose gradient w.
 downscaled P is ``-2 weight S (G * P) / N`` (autograd carries it through the bilinear resize). G is
 the permutohedral lattice, whose sum is about 0.57x the exact Gaussian on photos; the weight 1e-7
 only keeps its meaning with that filter. ``backend="exact"`` uses the dense O(P^2) Gaussian
-instead (a stronger loss: rescale the weight by ~0.57 for the same strength).
+instead (a stronger loss: rescale the weight by ~0.57 for the same strength). The module with the
+authors' call signature, for other projects, is ``rrm.ops.DenseEnergyLoss``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from rrm.data.classes import IGNORE_INDEX
 from rrm.method.permutohedral import PermutohedralLattice, bilateral_features, exact_gaussian_filter
@@ -167,39 +168,3 @@ def dense_energy_loss(
     labelled = labels.long() != IGNORE_INDEX
     energy = _DenseEnergyFunction.apply(image, probs, roi, labelled, sigma_rgb, sigma_xy * scale, backend)
     return weight * energy
-
-
-class DenseEnergyLoss(nn.Module):
-    """Module form of :func:`dense_energy_loss` holding its parameters (authors' defaults)."""
-
-    def __init__(
-        self,
-        *,
-        sigma_rgb: float = 15.0,
-        sigma_xy: float = 100.0,
-        scale: float = 0.5,
-        weight: float = 1e-7,
-        backend: Backend = "lattice",
-    ) -> None:
-        super().__init__()
-        self.sigma_rgb, self.sigma_xy, self.scale, self.weight = sigma_rgb, sigma_xy, scale, weight
-        self.backend = backend
-
-    def forward(self, image: Tensor, probs: Tensor, roi: Tensor, seg_label: Tensor) -> Tensor:
-        return dense_energy_loss(
-            image,
-            probs,
-            roi,
-            seg_label,
-            sigma_rgb=self.sigma_rgb,
-            sigma_xy=self.sigma_xy,
-            scale=self.scale,
-            weight=self.weight,
-            backend=self.backend,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"sigma_rgb={self.sigma_rgb}, sigma_xy={self.sigma_xy}, scale={self.scale}, "
-            f"weight={self.weight}, backend={self.backend!r}"
-        )

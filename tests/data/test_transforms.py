@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as nnf
 
-from rrm.data.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize, normalize_raw, to_batch
+from rrm.data.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize, normalize_raw
 from rrm.data.transforms import TrainBatchCollate
 from rrm.data.voc import image_labels
 
@@ -146,11 +146,6 @@ def test_normalisation_inverse_equals_raw() -> None:
     expected = [(1.0 - 0.485) / 0.229, (0.0 - 0.456) / 0.224, (128 / 255 - 0.406) / 0.225]
     torch.testing.assert_close(normalize(image)[:, 0, 0], torch.tensor(expected))
     torch.testing.assert_close(normalize(torch.from_numpy(image)), normalize(image))
-    sample = synthetic(30, 40)["image"]
-    normed, raw = to_batch(sample)
-    assert normed.shape == raw.shape == (1, 3, 30, 40) and raw.dtype == torch.float32
-    torch.testing.assert_close(raw[0].permute(1, 2, 0), torch.from_numpy(sample).float())
-    torch.testing.assert_close(normed[0], normalize(sample))
 
 
 def test_resize_long_draws_per_image_and_jitter_changes_colours() -> None:

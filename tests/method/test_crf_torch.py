@@ -9,13 +9,11 @@ import numpy as np
 import pydensecrf.densecrf as dcrf
 import pytest
 import torch
-import torch.nn.functional as F
 from authors_settings import CRF
-from PIL import Image
+from noisy_photos import noisy_mask_probs
 from pydensecrf.utils import unary_from_softmax
 from torch import Tensor
 
-from rrm.io import load_image, load_mask
 from rrm.method.crf_torch import dense_crf_torch
 
 NAMES = ["2007_000063", "2007_000068", "2007_000392"]
@@ -23,20 +21,7 @@ SIZE = (75, 100)  # (H, W): the 500 x 375 photos downscaled 5x
 
 
 def _batch(voc: Path) -> tuple[Tensor, Tensor, Tensor]:
-    """uint8 images (N, 3, H, W), noisy smoothed one-hot probabilities (N, 21, H, W), labels (N, H, W)."""
-    images, masks = [], []
-    for name in NAMES:
-        photo = Image.fromarray(load_image(voc / "JPEGImages" / f"{name}.jpg"))
-        mask = Image.fromarray(load_mask(voc / "SegmentationClass" / f"{name}.png"))
-        photo, mask = photo.resize(SIZE[::-1], Image.BILINEAR), mask.resize(SIZE[::-1], Image.NEAREST)
-        images.append(torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1))
-        masks.append(torch.from_numpy(np.asarray(mask).astype(np.int64)))
-    labels = torch.stack(masks)
-    onehot = F.one_hot(labels.where(labels != 255, 0), 21).permute(0, 3, 1, 2).float()
-    smooth = F.avg_pool2d(onehot, 9, stride=1, padding=4, count_include_pad=False)
-    gen = torch.Generator().manual_seed(0)
-    logits = torch.log(0.6 * smooth + 0.4 / 21) + 1.5 * torch.randn(smooth.shape, generator=gen)
-    return torch.stack(images), logits.softmax(1), labels
+    return noisy_mask_probs(voc, NAMES, SIZE, seed=0)
 
 
 def _pydensecrf(image: Tensor, probs: Tensor) -> np.ndarray:

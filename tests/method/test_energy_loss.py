@@ -12,7 +12,7 @@ from PIL import Image
 from torch import Tensor
 
 from rrm.io import load_image, load_mask
-from rrm.method.energy_loss import DenseEnergyLoss, dense_energy_loss, soft_filter
+from rrm.method.energy_loss import dense_energy_loss, soft_filter
 
 NAMES = ["2007_000063", "2007_000068", "2007_000392"]
 SIZE = (121, 119)  # odd (H, W): the 0.5 downscale floors to 60 x 59
@@ -149,7 +149,9 @@ def test_gating_outside_roi_and_confident_labels() -> None:
 
 def test_batch_equals_one_image_at_a_time(voc_sample: Path) -> None:
     image, logits, roi, labels = _batch(voc_sample)
-    module = DenseEnergyLoss(sigma_xy=SIGMA_XY)
+    def module(*args: Tensor) -> Tensor:
+        return dense_energy_loss(*args, sigma_xy=SIGMA_XY)
+
     probs = logits.softmax(1).requires_grad_(True)
     batch_loss = module(image, probs, roi, labels)
     (batch_grad,) = torch.autograd.grad(batch_loss, probs)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from PIL import Image
+from noisy_photos import noisy_mask_probs
 
-from rrm.io import load_image, load_mask
 from rrm.ops import dense_crf
 from rrm.ops.crf import cpu_pool
 
@@ -25,19 +22,8 @@ SETTINGS = {  # RRM's mining CRF and its test-time CRF
 
 
 def _batch(voc: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 photos (N, 3, H, W) and noisy smoothed one-hot probabilities of their masks (N, 21, H, W)."""
-    images, masks = [], []
-    for name in NAMES:
-        photo = Image.fromarray(load_image(voc / "JPEGImages" / f"{name}.jpg")).resize(SIZE[::-1], Image.BILINEAR)
-        mask = Image.fromarray(load_mask(voc / "SegmentationClass" / f"{name}.png")).resize(SIZE[::-1], Image.NEAREST)
-        images.append(torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1))
-        masks.append(torch.from_numpy(np.asarray(mask).astype(np.int64)))
-    labels = torch.stack(masks)
-    onehot = F.one_hot(labels.where(labels != 255, 0), 21).permute(0, 3, 1, 2).float()
-    smooth = F.avg_pool2d(onehot, 9, stride=1, padding=4, count_include_pad=False)
-    gen = torch.Generator().manual_seed(1)
-    logits = torch.log(0.6 * smooth + 0.4 / 21) + 1.5 * torch.randn(smooth.shape, generator=gen)
-    return torch.stack(images), logits.softmax(1)
+    images, probs, _ = noisy_mask_probs(voc, NAMES, SIZE, seed=1)
+    return images, probs
 
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))
