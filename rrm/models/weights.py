@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from rrm.io import load_torch
+from rrm.models.mxnet_params import is_ndarray_file
+from rrm.models.resnet38_mxnet import resnet38_state
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +106,15 @@ def load_rrm_weights(model: nn.Module, path: str | os.PathLike) -> list[str]:
     """Initialise an RRMNet from one of the weight files users have; returns notes on what was not loaded.
 
     Accepted: the authors' RRM state dict (backbone and all heads); their VOC-classification ResNet-38
-    (`fc8` without `fc8_seg_*`: the segmentation head keeps its fresh init); PSA's converted ImageNet
-    ResNet-38 (backbone only; an ImageNet 1000-way `fc8.*` / `linear1000*` classifier is dropped); or our
-    own checkpoint (a dict with a "model" state dict). Backbone keys are always required; the heads
-    (`model.new_layers`) may be missing.
+    (`fc8` without `fc8_seg_*`: the segmentation head keeps its fresh init); PSA's ImageNet ResNet-38, converted
+    or as the MXNet `.params` file PSA distributes (backbone only; an ImageNet 1000-way `fc8.*` / `linear1000*`
+    classifier is dropped); or our own checkpoint (a dict with a "model" state dict). Backbone keys are always
+    required; the heads (`model.new_layers`) may be missing.
     """
     source = str(path)
+    if is_ndarray_file(path):  # PSA's ImageNet file as downloaded, converted on the fly
+        kept, dropped = resnet38_state(path)
+        return load_initial_weights(model, kept, source=source, fresh=model.new_layers, dropped=dropped)
     state = unwrap_state(load_torch(path), source=source)
     dropped = [
         key
