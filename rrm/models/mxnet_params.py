@@ -204,7 +204,8 @@ def read_ndarray_list(path: str | os.PathLike) -> tuple[list[str], list[np.ndarr
         count_at = reader.offset
         count = reader.scalar("Q", "array count")
         if count > (reader.size - reader.offset) // 4:  # every array takes at least its 4-byte header
-            raise reader.fail(f"array count {count} cannot fit in the file's {reader.size} bytes", count_at)
+            raise reader.fail(f"truncated or a wrong array count: {count} arrays need at least {4 * count} more "
+                              f"bytes but the file ends at byte {reader.size}", count_at)
         arrays = [_array(reader, index) for index in range(count)]
         names_at = reader.offset
         n_names = reader.scalar("Q", "name count")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -94,6 +95,37 @@ def test_loads_imagenet_file_dropping_1000_way_classifier(tmp_path):
     assert notes[0] == "dropped ImageNet classifier entry fc8.weight"
     assert "fc8 not in file: keeps its fresh initialisation" in notes
     assert torch.equal(model.bn7.running_mean, state["module.bn7.running_mean"])
+
+
+def test_mxnet_params_file_works_as_model_init(mxnet_resnet38, tmp_path):
+    path, expected = mxnet_resnet38
+    copy = tmp_path / "ilsvrc-cls_rna-a1_cls1000_ep-0001"  # recognised by its header, not its name
+    copy.write_bytes(path.read_bytes())
+    for source in (path, copy):
+        model = build_rrm(width=WIDTH)
+        fresh = model.fc8_seg_conv1.weight.clone()
+        notes = load_rrm_weights(model, source)
+        assert notes == [
+            "dropped ImageNet classifier entry arg:linear1000_weight",
+            "dropped ImageNet classifier entry arg:linear1000_bias",
+            "fc8 not in file: keeps its fresh initialisation",
+            "fc8_seg_conv1 not in file: keeps its fresh initialisation",
+            "fc8_seg_conv2 not in file: keeps its fresh initialisation",
+        ]
+        own = model.state_dict()
+        assert all(np.array_equal(own[name].numpy(), want) for name, want in expected.items())
+        assert torch.equal(model.fc8_seg_conv1.weight, fresh)
+
+
+def test_broken_mxnet_params_as_model_init_names_file_and_offset(mxnet_resnet38, tmp_path):
+    broken = tmp_path / "ilsvrc.params"
+    data = bytearray(mxnet_resnet38[0].read_bytes())
+    data[76:80] = (42).to_bytes(4, "little")  # array 0's dtype flag
+    broken.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"^{broken}: unknown array 0 dtype flag 42 .* at byte offset 76$"):
+        load_rrm_weights(build_rrm(width=WIDTH), broken)
+    with pytest.raises(ValueError, match=r"conv1a.weight: file \(4, 3, 3, 3\) vs model \(8, 3, 3, 3\)"):
+        load_rrm_weights(build_rrm(width=0.125), mxnet_resnet38[0])
 
 
 def test_renamed_key_fails_naming_key_and_file(tmp_path):
