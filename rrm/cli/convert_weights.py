@@ -25,7 +25,7 @@ def convert_weights(
     .params file itself). The ImageNet classifier linear1000 is dropped and listed."""
     try:
         state, dropped = resnet38_state(source)
-        width = resnet38_width(state)
+        width = resnet38_width(state, source=str(source))
         load_state_dict_checked(ResNet38(width=width), state, source=str(source))
     except ValueError as error:  # unreadable file (with its byte offset) or not PSA's ResNet-38
         typer.echo(f"error: {error}", err=True)

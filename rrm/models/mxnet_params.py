@@ -19,7 +19,8 @@ it, all little-endian:
 
 The bracketed part is absent for an empty ("none") array: ndim 0 in V2, V1 and legacy files, ndim -1
 (or a dim of -1) in V3, where ndim 0 is a scalar. Sparse arrays come back dense: row_sparse aux is the
-row index, csr aux is (indptr, indices). bfloat16 (flag 12) comes back as float32, exactly.
+row index, csr aux is (indptr, indices). bfloat16 (flag 12) comes back as float32, exactly. Bytes after
+the names are ignored, as MXNet ignores them.
 
 Every problem raises `MXNetParamsError` naming the file, the problem and its byte offset.
 """
@@ -190,7 +191,8 @@ def read_ndarray_list(path: str | os.PathLike) -> tuple[list[str], list[np.ndarr
     """(names, arrays) of an MXNet NDArray list file, in file order, as `mx.nd.load` returns them.
 
     `names` is empty for a file saved from a plain list; an empty ("none") array is None.
-    Raises MXNetParamsError (file, problem, byte offset) for anything MXNet's loader would refuse.
+    Raises MXNetParamsError (file, problem, byte offset) for a file MXNet's loader refuses, and for values no
+    MXNet writes (a device type it does not have, sparse indices outside the shape).
     """
     path = Path(path)
     if not path.is_file():

@@ -86,9 +86,9 @@ def resnet38_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], li
     return rename(load_named_arrays(path), source=str(path))
 
 
-def resnet38_width(state: Mapping[str, torch.Tensor]) -> float:
+def resnet38_width(state: Mapping[str, torch.Tensor], *, source: str) -> float:
     """The ResNet-38 width a state dict was built at, from bn7's channels (4096 at width 1)."""
     if "bn7.weight" not in state:
-        raise ValueError("no bn7.weight: not a ResNet-38 backbone")
+        raise ValueError(f"{source}: no bn7 parameters, not a ResNet-38 backbone")
     return state["bn7.weight"].shape[0] / _BN7_CHANNELS
 

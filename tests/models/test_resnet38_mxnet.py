@@ -30,7 +30,7 @@ def test_state_loads_strictly_into_resnet38_and_equals_the_oracle(mxnet_resnet38
     path, expected = mxnet_resnet38
     state, dropped = resnet38_state(path)
     assert dropped == ["arg:linear1000_weight", "arg:linear1000_bias"]
-    assert resnet38_width(state) == WIDTH
+    assert resnet38_width(state, source="x") == WIDTH
     model = ResNet38(width=WIDTH)
     backbone = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
     assert set(state) == set(expected) == backbone  # every backbone key filled, nothing else
@@ -56,3 +56,8 @@ def test_a_truncated_file_is_an_error_naming_it(mxnet_resnet38, tmp_path):
     cut.write_bytes(mxnet_resnet38[0].read_bytes()[:100_000])
     with pytest.raises(MXNetParamsError, match=rf"^{cut}: truncated: array \d+ data .* at byte offset \d+$"):
         resnet38_state(cut)
+
+
+def test_width_needs_bn7():
+    with pytest.raises(ValueError, match="^/w/empty.params: no bn7 parameters, not a ResNet-38 backbone$"):
+        resnet38_width({"conv1a.weight": torch.zeros(4, 3, 3, 3)}, source="/w/empty.params")
