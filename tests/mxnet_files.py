@@ -40,12 +40,9 @@ def record(array: np.ndarray | None, layout: str, *, flag: int | None = None, co
     """One dense NDArray as MXNet writes it: "v3"/"v2" (magic, storage type 0, int32 ndim + int64 dims),
     "v1" (magic, int32 ndim + int64 dims) or "legacy" (uint32 ndim + uint32 dims, no magic). None: empty."""
     shape = () if array is None else array.shape
-    if layout == "legacy":
-        head = struct.pack(f"<I{len(shape)}I", len(shape), *shape)
-    else:
-        dims = struct.pack(f"<i{len(shape)}q", len(shape), *shape)
-        head = struct.pack("<Ii", {"v3": V3, "v2": V2}[layout], 0) + dims if layout != "v1" else struct.pack(
-            "<I", V1) + dims
+    dims = struct.pack(f"<i{len(shape)}q", len(shape), *shape)
+    head = {"v3": struct.pack("<Ii", V3, 0) + dims, "v2": struct.pack("<Ii", V2, 0) + dims,
+            "v1": struct.pack("<I", V1) + dims, "legacy": struct.pack(f"<I{len(shape)}I", len(shape), *shape)}[layout]
     if array is None:
         return head
     flag = TYPE_FLAGS[array.dtype.name] if flag is None else flag
