@@ -45,8 +45,12 @@ def kept_classes(probs: np.ndarray, min_prob: float = MIN_PROB) -> np.ndarray:
         raise ValueError(f"probs: expected (K >= 1, H, W), got shape {probs.shape}")
     if not 0.0 <= min_prob <= 1.0:
         raise ValueError(f"min_prob must be in [0, 1], got {min_prob!r}")
-    keep = probs.reshape(len(probs), -1).max(axis=1) >= min_prob
-    keep[np.unique(probs.argmax(axis=0))] = True
+    flat = probs.reshape(len(probs), -1)
+    keep = flat.max(axis=1) >= min_prob
+    # a class below min_prob everywhere can be the argmax only where every class is below min_prob
+    low = flat.max(axis=0) < min_prob
+    if low.any():
+        keep[np.unique(flat[:, low].argmax(axis=0))] = True
     keep[0] = True
     return np.flatnonzero(keep)
 
