@@ -115,6 +115,7 @@ def export_server(checkpoint: Checkpoint,
 
 
 # Command groups kept in their own modules (rrm/cli/<name>.py), one registration line each.
+import rrm.cli.coco  # noqa: E402, F401  (registers `rrm prepare-coco` and `rrm check-coco` on app)
 import rrm.cli.convert_weights  # noqa: E402, F401  (registers `rrm convert-weights` on app)
 import rrm.cli.crf  # noqa: E402, F401  (registers `rrm crf` on app)
 from rrm.cli import profile, tables  # noqa: E402

@@ -11,6 +11,7 @@ import numpy as np
 import typer
 
 from rrm.cli import app
+from rrm.ops.crf_classes import MIN_PROB
 from rrm.ops.score_maps import (
     BadInput,
     Job,
@@ -51,7 +52,7 @@ def _pydensecrf_installed() -> bool:
 @app.command("crf")
 def crf(
     images: Annotated[Path, typer.Option(file_okay=False, exists=True, help="folder of the photos (<name>.jpg/.png)")],
-    out: Annotated[Path, typer.Option(file_okay=False, help="writes OUT/<name>.png (and OUT/probs/<name>.npy)")],
+    out: Annotated[Path, typer.Option(file_okay=False, help="writes OUT/<name>.png (and OUT/probs/<name>.npz)")],
     scores: Annotated[Path | None, typer.Option(file_okay=False, exists=True,
                                                 help="folder of (K, H, W) score maps <name>.npy/.npz")] = None,
     checkpoint: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
@@ -59,7 +60,11 @@ def crf(
     logits: Annotated[bool, typer.Option("--logits/--probabilities", help="score maps hold logits (softmax first)")
                       ] = False,
     num_classes: Annotated[int, typer.Option(help="K of the score maps (VOC 21, COCO 81)")] = 21,
-    save_probs: Annotated[bool, typer.Option(help="also write the posterior as float16 .npy")] = False,
+    save_probs: Annotated[bool, typer.Option(help="also write the kept classes' posterior (uint8, .npz)")] = False,
+    full_k: Annotated[bool, typer.Option("--full-k", help="run every image's CRF over all K classes")] = False,
+    min_prob: Annotated[float, typer.Option(min=0.0, max=1.0, help=(
+        "the CRF keeps background, each image's argmax classes and the classes reaching this probability"))
+                        ] = MIN_PROB,
     device: Annotated[str, typer.Option(help="cuda: torch CRF in batches on the GPU; cpu: pydensecrf process pool")
                       ] = "cpu",
     processes: Annotated[int | None, typer.Option(help="CPU worker processes (default: one per core)")] = None,
@@ -70,11 +75,12 @@ def crf(
                       ] = 83.0,
     bi_srgb: float = 5.0, bi_compat: float = 4.0,
 ) -> None:
-    """Refine score maps with a dense CRF; write palette PNGs at the images' size. Resumable: finished
+    """Refine score maps with a dense CRF; write palette PNGs at the images' size. Each image's CRF runs
+    over the classes that can win there (see --min-prob; --full-k for all). Resumable: finished
     outputs are skipped. A bad file is reported on one line and counted; the rest still run."""
     if (scores is None) == (checkpoint is None):
         raise typer.BadParameter("give exactly one of --scores and --checkpoint")
-    options = RefineOptions(logits=logits, num_classes=num_classes, crf={
+    options = RefineOptions(logits=logits, num_classes=num_classes, min_prob=None if full_k else min_prob, crf={
         "iterations": iterations, "gauss_sxy": gauss_sxy, "gauss_compat": gauss_compat,
         "bi_sxy": bi_sxy, "bi_srgb": bi_srgb, "bi_compat": bi_compat})
     out.mkdir(parents=True, exist_ok=True)
@@ -89,8 +95,8 @@ def crf(
             _run_pool(todo, options, processes, failed, bar)
         else:  # the torch lattice: batches on the GPU, or the CPU when pydensecrf is not installed
             for batch_jobs, photos, maps in _same_size_batches(todo, options, batch_size, failed):
-                for job, posterior in zip(batch_jobs, refine(photos, maps, options, "torch", device), strict=True):
-                    write_outputs(job, posterior)
+                for job, result in zip(batch_jobs, refine(photos, maps, options, "torch", device), strict=True):
+                    write_outputs(job, *result)
                 bar.update(len(batch_jobs))
     for line in failed:
         typer.echo(f"failed: {line}")
@@ -130,7 +136,7 @@ def _run_checkpoint(checkpoint: Path, todo: list[Job], options: RefineOptions, d
             if probs.shape[0] != options.num_classes:
                 raise BadInput(f"{checkpoint.name}: the network predicts {probs.shape[0]} classes, "
                                f"--num-classes is {options.num_classes}")
-            write_outputs(job, refine([image], [probs], options, backend, device)[0])
+            write_outputs(job, *refine([image], [probs], options, backend, device)[0])
         except (BadInput, ValueError) as error:
             failed.append(str(error))
         bar.update(1)

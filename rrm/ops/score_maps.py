@@ -2,8 +2,10 @@
 
 A score map is ``SCORES/<name>.npy`` or ``.npz`` (one array, or one named ``scores``) of shape
 (K, H, W), probabilities or logits, for the image ``IMAGES/<name>.{jpg,jpeg,png}`` of the same
-H x W. The outputs are ``OUT/<name>.png`` (palette PNG of the argmax, original size) and, when
-asked, ``OUT/probs/<name>.npy`` (the posterior, float16). Every problem with one file raises
+H x W. Each image's CRF runs over the classes that can win (:mod:`rrm.ops.crf_classes`; all K when
+``RefineOptions.min_prob`` is None). The outputs are ``OUT/<name>.png`` (palette PNG of the argmax,
+original size) and, when asked, ``OUT/probs/<name>.npz`` (the kept classes and their posterior as
+uint8: :func:`rrm.ops.crf_classes.save_compact`). Every problem with one file raises
 :class:`BadInput` naming that file, so a batch can report it and go on. ``refine_file`` is the
 unit of work of the CPU process pool (a module-level function: workers import this module only).
 """
@@ -16,8 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rrm.io import atomic_write, load_image, save_mask
-from rrm.ops.crf import Backend, dense_crf
+from rrm.io import load_image, save_mask
+from rrm.method.crf_params import CRFParams
+from rrm.method.crf_torch import dense_crf_torch
+from rrm.ops.crf import Backend
+from rrm.ops.crf_classes import MIN_PROB, kept_classes, label_map, pruned_crf, save_compact
 
 SCORE_SUFFIXES = (".npy", ".npz")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".PNG")
@@ -43,11 +48,13 @@ class Job:
 
 @dataclass(frozen=True)
 class RefineOptions:
-    """How score maps are read and which CRF settings refine them (pydensecrf's keywords)."""
+    """How score maps are read, which CRF settings refine them (pydensecrf's keywords), and the
+    kept_classes threshold of each image's CRF (None: the CRF runs over all K classes)."""
 
     logits: bool = False
     num_classes: int = 21
     crf: dict = field(default_factory=dict)
+    min_prob: float | None = MIN_PROB
 
 
 def find_image(images_dir: Path, name: str) -> Path:
@@ -62,14 +69,14 @@ def score_jobs(scores_dir: Path, images_dir: Path, out_dir: Path, *, save_probs:
     """One job per score file in scores_dir (sorted by name), whether or not its image exists."""
     files = sorted(p for p in scores_dir.iterdir() if p.suffix in SCORE_SUFFIXES and p.is_file())
     return [Job(p.stem, p, find_image(images_dir, p.stem), out_dir / f"{p.stem}.png",
-                out_dir / "probs" / f"{p.stem}.npy" if save_probs else None) for p in files]
+                out_dir / "probs" / f"{p.stem}.npz" if save_probs else None) for p in files]
 
 
 def image_jobs(images_dir: Path, out_dir: Path, *, save_probs: bool) -> list[Job]:
     """One job per image in images_dir (for score maps computed on the fly by a model)."""
     files = sorted(p for p in images_dir.iterdir() if p.suffix in IMAGE_SUFFIXES and p.is_file())
     return [Job(p.stem, None, p, out_dir / f"{p.stem}.png",
-                out_dir / "probs" / f"{p.stem}.npy" if save_probs else None) for p in files]
+                out_dir / "probs" / f"{p.stem}.npz" if save_probs else None) for p in files]
 
 
 def _read_array(path: Path) -> np.ndarray:
@@ -127,29 +134,42 @@ def load_pair(job: Job, options: RefineOptions) -> tuple[np.ndarray, np.ndarray]
     return image, probs
 
 
-def write_outputs(job: Job, posterior: np.ndarray) -> None:
-    """Palette PNG of the argmax and, if asked, the float16 posterior (both written atomically)."""
-    save_mask(job.mask_out, posterior.argmax(axis=0).astype(np.uint8))
+def write_outputs(job: Job, classes: np.ndarray, posterior: np.ndarray) -> None:
+    """Palette PNG of the argmax and, if asked, the compact posterior (both written atomically).
+    posterior (K', H, W) is over the class ids ``classes`` (K')."""
+    save_mask(job.mask_out, label_map(classes, posterior))
     if job.probs_out is not None:
-        job.probs_out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(job.probs_out, lambda f: np.save(f, posterior.astype(np.float16)))
+        save_compact(job.probs_out, classes, posterior)
+
+
+def _classes(probs: np.ndarray, options: RefineOptions) -> np.ndarray:
+    return np.arange(len(probs)) if options.min_prob is None else kept_classes(probs, options.min_prob)
 
 
 def refine(images: list[np.ndarray], probs: list[np.ndarray], options: RefineOptions, backend: Backend,
-           device: str = "cpu") -> list[np.ndarray]:
-    """dense_crf of same-size (H, W, 3) photos and (K, H, W) maps; posteriors as numpy arrays."""
+           device: str = "cpu") -> list[tuple[np.ndarray, np.ndarray]]:
+    """The dense CRF of same-size (H, W, 3) photos and (K, H, W) maps, each over its kept classes:
+    (classes (K',), posterior (K', H, W)) per image. The torch backend runs the batch at once, each
+    image's kept classes packed into the first channels and the padding left out of its CRF."""
+    if backend == "pydensecrf":
+        return [pruned_crf(image, prob, options.crf, options.min_prob) for image, prob in zip(images, probs, strict=True)]
+    kept = [_classes(prob, options) for prob in probs]
+    width = max(len(k) for k in kept)
+    packed = np.zeros((len(probs), width, *probs[0].shape[1:]), np.float32)
+    valid = np.zeros((len(probs), width), bool)
+    for n, (prob, classes) in enumerate(zip(probs, kept, strict=True)):
+        packed[n, : len(classes)], valid[n, : len(classes)] = prob[classes], True
     batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device)
-    maps = torch.from_numpy(np.stack(probs)).to(device)
-    return list(dense_crf(batch, maps, backend=backend, **options.crf).cpu().numpy())
+    posterior = dense_crf_torch(batch, torch.from_numpy(packed).to(device), CRFParams(**options.crf),
+                                valid=torch.from_numpy(valid).to(device)).cpu().numpy()
+    return [(classes, posterior[n, : len(classes)]) for n, classes in enumerate(kept)]
 
 
 def refine_file(job: Job, options: RefineOptions) -> str | None:
     """Load, refine with pydensecrf and write one job (a pool worker's task): None, or the error line."""
     try:
         image, probs = load_pair(job, options)
-        from rrm.ops.crf import pydensecrf_posterior
-
-        write_outputs(job, pydensecrf_posterior(image, probs, options.crf))
+        write_outputs(job, *pruned_crf(image, probs, options.crf, options.min_prob))
     except BadInput as error:
         return str(error)
     return None

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 import rrm.cli.crf as crf_command
 from rrm.cli import app
 from rrm.io import load_mask, save_torch
+from rrm.ops.crf_classes import kept_classes, load_compact
 
 NAMES = ["2007_000063", "2007_000068", "2007_000392"]  # 500x375, 500x375 and 500x333 photos
 
@@ -73,9 +74,9 @@ def test_pool_writes_pngs_reports_bad_files_and_resumes(folders: tuple[Path, Pat
             assert png.mode == "P" and png.size == photo.size
         mask = load_mask(tmp_path / f"{name}.png")
         truth = load_mask(voc_sample / "SegmentationClass" / f"{name}.png")
-        posterior = np.load(tmp_path / "probs" / f"{name}.npy")
-        assert posterior.dtype == np.float16 and posterior.shape == (21, *mask.shape)
-        assert (posterior.argmax(0) == mask).mean() > 0.999  # float16 ties aside
+        posterior = load_compact(tmp_path / "probs" / f"{name}.npz", 21)
+        assert posterior.shape == (21, *mask.shape)
+        assert (posterior.argmax(0) == mask).mean() > 0.999  # ties of the uint8 quantisation aside
         valid = truth != 255
         assert (mask == truth)[valid].mean() > 0.9  # the CRF repaired the noisy maps
 
@@ -128,3 +129,19 @@ def test_checkpoint_instead_of_scores(voc_sample: Path, tmp_path: Path) -> None:
         assert png.size == (125, 83)
     code, output = _run("--images", images, "--out", tmp_path / "out")
     assert code != 0 and "exactly one of --scores and --checkpoint" in output
+
+
+def test_pruned_by_default_full_k_on_request(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    """The default CRF keeps each image's contenders (the npz lists them); --full-k keeps all 21."""
+    pytest.importorskip("pydensecrf")
+    images, scores = folders
+    for flags, out in (([], tmp_path / "pruned"), (["--full-k"], tmp_path / "full")):
+        _run("--images", images, "--scores", scores, "--out", out, "--processes", "0", "--save-probs", *flags)
+    for name in NAMES:
+        probs = np.load(next(scores.glob(f"{name}.np*")))
+        probs = probs["scores"] if isinstance(probs, np.lib.npyio.NpzFile) else probs
+        with np.load(tmp_path / "pruned" / "probs" / f"{name}.npz") as pruned, \
+                np.load(tmp_path / "full" / "probs" / f"{name}.npz") as full:
+            assert pruned["classes"].tolist() == kept_classes(probs).tolist()
+            assert full["classes"].tolist() == list(range(21))
+        assert set(np.unique(load_mask(tmp_path / "pruned" / f"{name}.png"))) <= set(kept_classes(probs).tolist())
