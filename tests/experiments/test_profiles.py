@@ -350,3 +350,20 @@ def test_cli_show_and_apply(workdir, voc_tree):
     assert "deeplab.init not found" in applied.output  # two-step only: a warning, not an error
     failed = runner.invoke(app, ["apply", "voc-code", "--weights", "weights/missing.pth"])
     assert failed.exit_code == 1 and "weights/missing.pth" in failed.output
+
+
+def test_voc_code_resolves_to_the_authors_script_values() -> None:
+    """voc-code against the authors' scripts' values, written down in tests/authors_settings.py from
+    train_from_cls_weight.py, SegNet.forward and tool/imutils.py (not restated from the YAML)."""
+    from authors_settings import CAM_SCALES, CRF, ENERGY, INFERENCE_CRF, MINING, ONESTEP
+
+    from rrm.experiments.settings import parse
+
+    p = parse(expand(load_params(PARAMS), load_profile("voc-code"), source="test"))
+    assert p.evaluate.crf == INFERENCE_CRF
+    assert p.mining.params.crf == CRF
+    assert p.mining.params == MINING
+    assert p.mining.cam_scales == CAM_SCALES
+    assert {k: getattr(p.train_onestep, k) for k in ONESTEP} == ONESTEP
+    assert {k: getattr(p.train_onestep.energy, k) for k in ENERGY} == ENERGY
+    assert (p.train_onestep.optimizer, p.train_onestep.loss, p.train_onestep.pseudo) == ("sgd", "joint", "rrm")
