@@ -22,9 +22,11 @@ import yaml
 from rrm.engine.recipe import (
     AMP,
     DEEPLAB_ARCHS,
+    HEAD_BIAS,
     LOSSES,
     OPTIMIZERS,
     PSEUDO_LABELS,
+    SCHEDULES,
     ClassifierRecipe,
     EnergyParams,
     MiningSettings,
@@ -44,6 +46,7 @@ class Data:
     val_split: str
     test_split: str
     mask_dir: str | None  # None: SegmentationClassAug when present, else SegmentationClass
+    labels_file: str | None  # image-level labels (PSA's cls_labels.npy or text); None: from the masks
     num_workers: int
 
 
@@ -63,6 +66,7 @@ class PrepareData:
 class Model:
     width: float
     init: str | None
+    head_bias: str  # one of HEAD_BIAS: the segmentation head's bias init when model.init does not set it
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ RULES: dict[tuple[type, str], Check] = {
     (Data, "root"): (lambda x: isinstance(x, str) and x != "", "a path"),
     (Data, "num_workers"): _COUNT,
     (Model, "width"): _UNIT,
+    (Model, "head_bias"): _one_of(HEAD_BIAS),
     (DeepLab, "arch"): _one_of(DEEPLAB_ARCHS),
     (DeepLab, "width"): _UNIT,
     (Recipe, "optimizer"): _one_of(OPTIMIZERS),
@@ -172,6 +177,7 @@ RULES: dict[tuple[type, str], Check] = {
                                    "a list of module names"),
     (OneStepRecipe, "loss"): _one_of(LOSSES),
     (OneStepRecipe, "pseudo"): _one_of(PSEUDO_LABELS),
+    (OneStepRecipe, "schedule"): _one_of(SCHEDULES),
     (EnergyParams, "scale"): _UNIT,
     (EnergyParams, "weight"): (lambda x: _num(x) and x >= 0, "a number >= 0"),
     (MiningSettings, "cam_scales"): _SCALES,
