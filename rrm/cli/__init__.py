@@ -48,12 +48,14 @@ def generate_data(root: Annotated[Path, typer.Argument(help="output VOC-layout f
 
 @app.command("check-data")
 def check_data(root: Annotated[Path, typer.Argument(help="VOC-layout root (e.g. VOCdevkit/VOC2012)")],
-               split: Annotated[list[str] | None, typer.Option(help="splits to check (default: all lists)")] = None
-               ) -> None:
+               split: Annotated[list[str] | None, typer.Option(help="splits to check (default: all lists)")] = None,
+               labels_file: Annotated[Path | None, typer.Option(
+                   help="image-level labels (data.labels_file: PSA's cls_labels.npy or text) to compare with the masks")
+               ] = None) -> None:
     """Validate a VOC-layout dataset end to end and print per-class image and pixel counts."""
     from rrm.data.check import check_dataset, format_report
 
-    report = check_dataset(root, split or None)
+    report = check_dataset(root, split or None, labels_file=labels_file)
     typer.echo(format_report(report))
     raise typer.Exit(code=1 if report.errors else 0)
 

@@ -77,13 +77,16 @@ def apply(name: NameArgument,
               help="SBD: benchmark_RELEASE/ (train.txt, val.txt) or a SegmentationClassAug/ folder")] = None,
           weights: Annotated[Path | None, typer.Option(help="ResNet-38 state dict for model.init")] = None,
           deeplab_weights: Annotated[Path | None, typer.Option(
-              help="torchvision ImageNet file for deeplab.init")] = None,
+              help="torchvision ImageNet ResNet-101 for deeplab.init.resnet101_v2")] = None,
+          vgg_weights: Annotated[Path | None, typer.Option(
+              help="torchvision ImageNet VGG-16 for deeplab.init.vgg16_largefov")] = None,
           params: ParamsOption = Path("params.yaml")) -> None:
     """Merge profile NAME into PARAMS (validated first, comments kept; builds train_aug.txt when missing)."""
     merged = _run(apply_profile, name, params, voc_root=voc_root, sbd_root=sbd_root, weights=weights,
-                  deeplab_weights=deeplab_weights)
+                  deeplab_weights=deeplab_weights, vgg_weights=vgg_weights)
+    inits = ", ".join(f"{arch} {path}" for arch, path in merged["deeplab"]["init"].items())
     typer.echo(f"{params}: profile {Path(str(name)).stem} applied; data.root {merged['data']['root']}, "
-               f"model.init {merged['model']['init']}, deeplab.init {merged['deeplab']['init']}")
+               f"model.init {merged['model']['init']}, deeplab.init {inits}")
 
 
 @app.command("prepare-voc")

@@ -3,7 +3,9 @@
 Unlike `VOCSegmentation` (which stops at the first bad item), this walks the whole dataset once, so a
 user fixes everything in one go before a 20,000-step run: missing files, unreadable or truncated
 images, mask/image size mismatches, mask values outside 0..20 and 255, empty or missing split lists.
-It also counts, per class, the images containing it and its pixels.
+It also counts, per class, the images containing it and its pixels. With a labels file (the image-level
+labels the training stages read, data.labels_file) it reports the ids each split lacks there and every
+image whose labels differ from the classes of its mask.
 """
 
 from __future__ import annotations
@@ -20,11 +22,19 @@ import pandas as pd
 from PIL import Image
 
 from rrm.data.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
-from rrm.data.voc import LIST_DIR, check_mask_values, image_path, read_split, resolve_mask_dir
+from rrm.data.voc import (
+    LIST_DIR,
+    check_mask_values,
+    image_path,
+    read_label_file,
+    read_split,
+    resolve_mask_dir,
+)
 from rrm.io import load_image, load_mask
 
 # Pairs of splits that must not share ids (training on validation images would inflate mIoU).
 _DISJOINT = (("train", "val"), ("train_aug", "val"))
+LISTED = 10  # ids shown per labels-file warning
 
 
 @dataclass
@@ -93,12 +103,16 @@ def _check_one(
 
 
 def check_dataset(
-    root: Path, splits: Sequence[str] | None = None, *, workers: int | None = None
+    root: Path, splits: Sequence[str] | None = None, *, workers: int | None = None,
+    labels_file: str | Path | None = None,
 ) -> CheckReport:
     """Validate every image and mask listed in `splits` (default: every list in ImageSets/Segmentation).
 
     A split none of whose ids has a mask (e.g. VOC test) is reported as a warning and only its images are
-    checked; a split where only some masks are missing reports each missing mask as an error.
+    checked; a split where only some masks are missing reports each missing mask as an error. `labels_file`
+    (see `rrm.data.voc.read_label_file`): an unreadable file is an error; ids a split lacks there and
+    images whose file labels differ from their mask's classes are warnings (PSA's cls_labels.npy comes
+    from the XML annotations, which can name objects the masks do not show).
     """
     root = Path(root)
     errors: list[str] = []
@@ -149,6 +163,13 @@ def check_dataset(
         errors.extend(item_errors)
         notes.extend(item_notes)
         histograms[i] = histogram
+    if labels_file is not None:
+        try:
+            file_labels = read_label_file(labels_file)
+        except (FileNotFoundError, ValueError) as error:
+            errors.append(str(error))
+        else:
+            notes.extend(_label_file_notes(labels_file, file_labels, lists, names, histograms))
     table["images"] = (histograms[:, :NUM_CLASSES] > 0).sum(axis=0)
     table["pixels"] = histograms[:, :NUM_CLASSES].sum(axis=0)
     return CheckReport(
@@ -159,6 +180,32 @@ def check_dataset(
         void_pixels=int(histograms[:, IGNORE_INDEX].sum()),
         splits={split: len(ids) for split, ids in lists.items()},
     )
+
+
+def _label_file_notes(path: str | Path, file_labels: dict[str, np.ndarray], lists: dict[str, list[str]],
+                      names: list[str], histograms: np.ndarray) -> list[str]:
+    """The splits' ids missing from the labels file, and the images whose file labels differ from the
+    classes their (valid) mask shows."""
+    notes = []
+    for split, ids in lists.items():
+        missing = [name for name in ids if name not in file_labels]
+        if missing:
+            shown = ", ".join(missing[:LISTED]) + (", ..." if len(missing) > LISTED else "")
+            notes.append(f"{path}: no labels for {len(missing)} of {len(ids)} id(s) of split '{split}': {shown}")
+    differ = []
+    for name, histogram in zip(names, histograms, strict=True):
+        if name in file_labels and histogram.any():  # a usable mask
+            from_mask = histogram[1:NUM_CLASSES] > 0
+            from_file = file_labels[name] > 0.5
+            if (from_mask != from_file).any():
+                def classes(present: np.ndarray) -> str:
+                    return ", ".join(CLASSES[c + 1] for c in np.flatnonzero(present)) or "none"
+                differ.append(f"{name} (file: {classes(from_file)}; mask: {classes(from_mask)})")
+    if differ:
+        checked = sum(1 for name, h in zip(names, histograms, strict=True) if name in file_labels and h.any())
+        shown = "; ".join(differ[:LISTED]) + ("; ..." if len(differ) > LISTED else "")
+        notes.append(f"{path}: labels of {len(differ)} of {checked} image(s) differ from their masks: {shown}")
+    return notes
 
 
 def format_report(report: CheckReport) -> str:

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from rrm.data.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
+from rrm.data.cls_labels import read_cls_labels_npy
 from rrm.io import load_image, load_mask
 
 NUM_FG = NUM_CLASSES - 1  # 20 foreground classes; labels vectors index class c at c - 1
@@ -138,7 +139,9 @@ def _class_index(token: object, where: str) -> int | None:
 def read_label_file(path: str | Path) -> dict[str, np.ndarray]:
     """Image-level labels from a file -> {id: (20,) float32 multi-hot}.
 
-    Two formats, chosen by the suffix:
+    Three formats, chosen by the suffix:
+      * ``.npy``: PSA's ``voc12/cls_labels.npy``, the dict {id: (20,) multi-hot} the authors load
+        (`rrm.data.cls_labels`);
       * ``.json``: an object ``{"2007_000032": [1, 15], "2007_000039": ["tvmonitor"], ...}``;
       * anything else, text: one image per line, ``<id> <class> <class> ...``; blank lines and lines
         starting with ``#`` are ignored.
@@ -148,6 +151,8 @@ def read_label_file(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: labels file not found")
+    if path.suffix.lower() == ".npy":
+        return read_cls_labels_npy(path)
     entries: list[tuple[str, list[object], str]] = []
     if path.suffix.lower() == ".json":
         try:

@@ -16,7 +16,8 @@ def build_model(s: TrainSettings, device: torch.device) -> nn.Module:
     """ResNet-38 RRM net (init: PSA ImageNet / RRM classification weights or one of our checkpoints), or a
     DeepLab (init: a torchvision-format ImageNet file)."""
     if s.arch == "resnet38":
-        model = build_rrm(width=s.width, freeze_bn=s.recipe.freeze_bn, dropout=s.recipe.dropout)
+        model = build_rrm(width=s.width, freeze_bn=s.recipe.freeze_bn, dropout=s.recipe.dropout,
+                          head_bias=s.head_bias)
         if s.init:
             load_rrm_weights(model, s.init)
         if isinstance(s.recipe, ClassifierRecipe):

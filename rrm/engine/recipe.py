@@ -15,6 +15,11 @@ OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("joint", "ce")  # one-step: CE(bg) + CE(fg) + energy (paper eq. 8) | cross-entropy only
 PSEUDO_LABELS = ("rrm", "cam")  # one-step targets: reliable regions (CAM and CRF) | CAM top-ratio only
 DEEPLAB_ARCHS = ("vgg16_largefov", "resnet101_v2")  # the two-step networks (ResNet-38 is "resnet38")
+# one-step lr schedules: poly over all steps (PolyOptimizer_cls of train_from_cls_weight.py) | poly over the
+# first half, then every group restarts at the base lr and decays over the second (PolyOptimizer of
+# tool/torchutils.py, train_from_cls_weight(ori).py)
+SCHEDULES = ("poly", "poly_restart")
+HEAD_BIAS = ("zeros", "pytorch")  # RRMNet's new-layer biases at init: zero | nn.Conv2d's default (the authors')
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class OneStepRecipe(Recipe):
     loss: str  # one of LOSSES
     pseudo: str  # one of PSEUDO_LABELS
     energy: EnergyParams
+    schedule: str  # one of SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -82,11 +88,13 @@ class TrainSettings:
     mode: str  # cls | onestep | supervised (see rrm.engine.train)
     arch: str  # resnet38, or one of DEEPLAB_ARCHS (mode supervised only)
     width: float
+    head_bias: str  # resnet38 only: one of HEAD_BIAS, the init of the segmentation head's biases
     batch_norm: bool  # DeepLab-LargeFOV only: VGG-16 with BatchNorm (torchvision's vgg16_bn)
     init: str | None
     data_root: str
     split: str
     mask_dir: str | None
+    labels_file: str | None  # image-level labels (rrm.data.labels); None: from the masks
     out_model: str
     checkpoint: str
     live_dir: str | None

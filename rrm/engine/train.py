@@ -60,7 +60,8 @@ def _train(s: TrainSettings, device: torch.device) -> dict:
     torch.manual_seed(s.seed + rank)
     np.random.seed(s.seed + rank)
     random.seed(s.seed + rank)
-    dataset = VOCSegmentation(s.data_root, s.split, mask_dir=s.mask_dir, weak=s.mode != "supervised")
+    dataset = VOCSegmentation(s.data_root, s.split, mask_dir=s.mask_dir, labels_file=s.labels_file,
+                              weak=s.mode != "supervised")
     model = build_model(s, device)
     if device.type == "cuda":  # NHWC activations: cuDNN's fast convolution layouts (bf16 tensor cores)
         model = model.to(memory_format=torch.channels_last)

@@ -22,9 +22,13 @@ from rrm.models.rrm_net import build_rrm
 MODES = {"train_cls": "cls", "train_onestep": "onestep", "train_full": "supervised", "train_deeplab": "supervised"}
 
 
-def dataset(data: Data, split: str, *, weak: bool = False, mask_dir: str | None = None) -> VOCSegmentation:
-    """`split` of the configured VOC-layout root (masks from `mask_dir`, else data.mask_dir's choice)."""
-    return VOCSegmentation(data.root, split, mask_dir=mask_dir or data.mask_dir, weak=weak)
+def dataset(data: Data, split: str, *, weak: bool = False, image_labels: bool = False,
+            mask_dir: str | None = None) -> VOCSegmentation:
+    """`split` of the configured VOC-layout root (masks from `mask_dir`, else data.mask_dir's choice).
+    Where the image-level labels are used (`weak`, `image_labels`: CAMs and mining) they come from
+    data.labels_file when set, which must then cover the split; scoring reads the masks only."""
+    labels_file = data.labels_file if weak or image_labels else None
+    return VOCSegmentation(data.root, split, mask_dir=mask_dir or data.mask_dir, labels_file=labels_file, weak=weak)
 
 
 def training_run(p: Params, stage: str, *, out_model: str, checkpoint: str, live_dir: str | None,
@@ -44,9 +48,11 @@ def training_run(p: Params, stage: str, *, out_model: str, checkpoint: str, live
         init = p.deeplab.init if deeplab else p.model.init
     return TrainSettings(
         mode=MODES[stage], arch=arch, width=p.deeplab.width if deeplab else p.model.width,
+        head_bias=p.model.head_bias,
         batch_norm=arch == "vgg16_largefov" and p.deeplab.batch_norm, init=init,
         data_root=p.data.root, split=p.export_pseudo.split if deeplab else p.data.train_split,
         mask_dir=str(Path(masks).resolve()) if masks is not None else p.data.mask_dir,
+        labels_file=None if MODES[stage] == "supervised" else p.data.labels_file,
         out_model=out_model, checkpoint=checkpoint, live_dir=live_dir, seed=p.seed,
         device=str(resolve_device(p.device)), amp=p.amp, num_workers=p.data.num_workers, nproc=p.nproc,
         recipe=getattr(p, stage), mining=p.mining if stage == "train_onestep" else None)
@@ -94,7 +100,7 @@ def evaluate_cam(p: Params, model_path: str, out_dir: str) -> dict:
 
     dev = resolve_device(p.device)
     with CRFPool(p.mining.pool_processes) as pool:
-        return score(load_model(model_path, dev), dataset(p.data, p.evaluate_cam.split), out_dir,
+        return score(load_model(model_path, dev), dataset(p.data, p.evaluate_cam.split, image_labels=True), out_dir,
                      scales=p.mining.cam_scales, bg_threshold=p.evaluate_cam.bg_threshold,
                      mining=p.mining.params, pool=pool, device=dev, n_examples=p.evaluate.figures)
 
@@ -120,7 +126,7 @@ def qualitative(p: Params, out: str, *, classifier: str, onestep: str, deeplab: 
         return Inference(scales=s.scales, flip=s.flip, crf=s.crf)
 
     dev = resolve_device(p.device)
-    val = dataset(p.data, p.data.val_split)
+    val = dataset(p.data, p.data.val_split, image_labels=True)  # the CAM and mining columns use the labels
     # CRFs inline: for a handful of images, starting worker processes (each imports torch) costs more than
     # the CRFs themselves (8 embedded images: ~3 s inline, ~13 s with 2 workers).
     with CRFPool(0) as pool:

@@ -234,14 +234,16 @@ def _render(text: str, overrides: dict[str, Any], header: list[str]) -> str:
 
 def apply_profile(name: str | Path, params_path: str | Path = "params.yaml", *,
                   voc_root: str | Path | None = None, sbd_root: str | Path | None = None,
-                  weights: str | Path | None = None, deeplab_weights: str | Path | None = None) -> dict:
+                  weights: str | Path | None = None, deeplab_weights: str | Path | None = None,
+                  vgg_weights: str | Path | None = None) -> dict:
     """Merge profile `name` into params.yaml and return the merged params.
 
-    Path options override the profile's data.root, model.init and deeplab.init. Absolute ones are kept;
+    Path options override the profile's data.root, model.init and deeplab.init.resnet101_v2 /
+    deeplab.init.vgg16_largefov (`deeplab_weights` / `vgg_weights`). Absolute ones are kept;
     relative ones are taken from the working directory and stored relative to params.yaml's folder when
     inside it (`dvc exp run --queue` runs in a temporary copy of the repository: give data and weights
     that git does not track as absolute paths). Nothing is written unless the merged params validate, the
-    VOC root passes `prepare_voc` and model.init exists; a missing deeplab.init only warns (two-step only).
+    VOC root passes `prepare_voc` and model.init exists; a missing deeplab.init file only warns (two-step only).
     Raises ValueError / FileNotFoundError listing the problems.
     """
     from rrm.data.voc_prepare import prepare_voc
@@ -252,7 +254,8 @@ def apply_profile(name: str | Path, params_path: str | Path = "params.yaml", *,
     base = params_path.parent
     source = profile_label(name)
     overrides = load_profile(name)
-    for key, option in (("data.root", voc_root), ("model.init", weights), ("deeplab.init", deeplab_weights)):
+    for key, option in (("data.root", voc_root), ("model.init", weights),
+                        ("deeplab.init.resnet101_v2", deeplab_weights), ("deeplab.init.vgg16_largefov", vgg_weights)):
         if option is not None:
             overrides[key] = _relative(Path(option), base)
     if not params_path.is_file():
@@ -269,9 +272,11 @@ def apply_profile(name: str | Path, params_path: str | Path = "params.yaml", *,
 
     if lookup(merged, "model.init") is not None and not at_base("model.init").is_file():
         raise FileNotFoundError(f"{at_base('model.init')}: model.init weight file not found (--weights)")
-    if lookup(merged, "deeplab.init") is not None and not at_base("deeplab.init").is_file():
-        warnings.warn(f"{at_base('deeplab.init')}: deeplab.init not found; train_deeplab needs it "
-                      "(--deeplab-weights)", stacklevel=2)
+    for arch, option in (("resnet101_v2", "--deeplab-weights"), ("vgg16_largefov", "--vgg-weights")):
+        key = f"deeplab.init.{arch}"
+        if lookup(merged, key, None) is not None and not at_base(key).is_file():
+            warnings.warn(f"{at_base(key)}: {key} not found; train_deeplab needs it for {arch} ({option})",
+                          stacklevel=2)
     prepared = prepare_voc(at_base("data.root"), sbd_root)
     if prepared.mask_dir is not None:  # the data layer reads data.mask_dir relative to data.root
         overrides["data.mask_dir"] = Path(os.path.relpath(prepared.mask_dir, at_base("data.root").absolute())

@@ -22,9 +22,11 @@ import yaml
 from rrm.engine.recipe import (
     AMP,
     DEEPLAB_ARCHS,
+    HEAD_BIAS,
     LOSSES,
     OPTIMIZERS,
     PSEUDO_LABELS,
+    SCHEDULES,
     ClassifierRecipe,
     EnergyParams,
     MiningSettings,
@@ -44,6 +46,7 @@ class Data:
     val_split: str
     test_split: str
     mask_dir: str | None  # None: SegmentationClassAug when present, else SegmentationClass
+    labels_file: str | None  # image-level labels (PSA's cls_labels.npy or text); None: from the masks
     num_workers: int
 
 
@@ -63,6 +66,7 @@ class PrepareData:
 class Model:
     width: float
     init: str | None
+    head_bias: str  # one of HEAD_BIAS: the segmentation head's bias init when model.init does not set it
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class DeepLab:
     arch: str  # one of DEEPLAB_ARCHS
     width: float
     batch_norm: bool
-    init: str | None
+    init: str | None  # params.yaml: one entry per architecture (BY_ARCH); here deeplab.arch's
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ RULES: dict[tuple[type, str], Check] = {
     (Data, "root"): (lambda x: isinstance(x, str) and x != "", "a path"),
     (Data, "num_workers"): _COUNT,
     (Model, "width"): _UNIT,
+    (Model, "head_bias"): _one_of(HEAD_BIAS),
     (DeepLab, "arch"): _one_of(DEEPLAB_ARCHS),
     (DeepLab, "width"): _UNIT,
     (Recipe, "optimizer"): _one_of(OPTIMIZERS),
@@ -172,6 +177,7 @@ RULES: dict[tuple[type, str], Check] = {
                                    "a list of module names"),
     (OneStepRecipe, "loss"): _one_of(LOSSES),
     (OneStepRecipe, "pseudo"): _one_of(PSEUDO_LABELS),
+    (OneStepRecipe, "schedule"): _one_of(SCHEDULES),
     (EnergyParams, "scale"): _UNIT,
     (EnergyParams, "weight"): (lambda x: _num(x) and x >= 0, "a number >= 0"),
     (MiningSettings, "cam_scales"): _SCALES,
@@ -189,6 +195,9 @@ KEY_RULES: dict[str, Check] = {
 _ABSENT = object()
 # Dataclasses whose constructor checks its values (the method's public API).
 SELF_CHECKED = (MiningParams, CRFParams)
+# Keys holding one value per two-step architecture ({vgg16_largefov: ..., resnet101_v2: ...}); the dataclass
+# field gets deeplab.arch's, so `-S deeplab.arch=...` alone switches the weights and the CRF with the network.
+BY_ARCH = ("deeplab.init", "evaluate_deeplab.crf")
 
 
 def _type_check(hint: Any) -> Check:
@@ -231,17 +240,24 @@ def _section(cls: type, node: Any, key: str, root: dict, problems: list[str]) ->
     count = len(problems)
     hints = get_type_hints(cls)
     values: dict[str, Any] = {}
+    unresolved = False  # a BY_ARCH key without a valid deeplab.arch (reported at deeplab.arch)
     for field in fields(cls):
         dotted = _key(f"{key}.{field.name}" if key else field.name)
         hint = hints[field.name]
+        entries = node
+        if dotted in BY_ARCH:
+            entries, dotted = _arch_entry(node, field.name, dotted, root, problems)
+            if entries is None:
+                unresolved = True
+                continue
         if cls is MiningSettings and field.name == "params":  # the mining rule's keys, and alpha_ratio
             values["params"] = _section(MiningParams, {**node, "alpha_ratio": root.get("alpha_ratio", _ABSENT)},
                                         key, root, problems)
         elif is_dataclass(hint):
-            values[field.name] = _section(hint, node.get(field.name, _ABSENT), dotted, root, problems)
+            values[field.name] = _section(hint, entries.get(field.name, _ABSENT), dotted, root, problems)
         else:
-            values[field.name] = _value(node, field.name, _rule(cls, field.name, dotted, hint), dotted, problems)
-    if len(problems) > count:
+            values[field.name] = _value(entries, field.name, _rule(cls, field.name, dotted, hint), dotted, problems)
+    if len(problems) > count or unresolved:
         return None
     if cls in SELF_CHECKED:
         try:
@@ -254,6 +270,20 @@ def _section(cls: type, node: Any, key: str, root: dict, problems: list[str]) ->
                 problems.append(f"  {key}: {error}")
             return None
     return cls(**values)
+
+
+def _arch_entry(node: dict, name: str, key: str, root: dict, problems: list[str]) -> tuple[dict | None, str]:
+    """({name: the entry of deeplab.arch}, its dotted key) from a BY_ARCH mapping; (None, key) with the
+    problem recorded when the mapping lacks an architecture (an unknown deeplab.arch is reported there)."""
+    table = node.get(name, _ABSENT)
+    if not isinstance(table, dict) or set(table) != set(DEEPLAB_ARCHS):
+        shown = "missing" if table is _ABSENT else f"{table!r} is not"
+        problems.append(f"  {key}: {shown} one entry per architecture ({', '.join(DEEPLAB_ARCHS)})")
+        return None, key
+    arch = (root.get("deeplab") or {}).get("arch") if isinstance(root.get("deeplab"), dict) else None
+    if arch not in table:
+        return None, key
+    return {name: table[arch]}, f"{key}.{arch}"
 
 
 def _key(dotted: str) -> str:

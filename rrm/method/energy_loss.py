@@ -145,7 +145,7 @@ def dense_energy_loss(
         roi: (N, H, W) 1 inside the crop, 0 on padding.
         seg_label: (N, H, W) long reliable labels, 255 = unlabelled.
         sigma_rgb, sigma_xy: Gaussian bandwidths at full resolution (sigma_xy is scaled with the image).
-        scale: downscale factor applied before filtering (output size floor(H * scale)).
+        scale: downscale factor applied before filtering (F.interpolate's scale_factor: output floor(H * scale)).
         weight: loss weight (includes the 1/W normaliser of eq. 11).
         backend: "lattice" (authors' filter) or "exact" (dense Gaussian, O(P^2), for checks).
     """
@@ -158,13 +158,14 @@ def dense_energy_loss(
     roi = roi.to(device=probs.device, dtype=torch.float32)
     labels = seg_label.to(device=probs.device, dtype=torch.float32)
     if scale != 1:
-        size = (int(h * scale), int(w * scale))
-        if min(size) < 1:
+        if min(int(h * scale), int(w * scale)) < 1:
             raise ValueError(f"scale: {scale} shrinks a {h}x{w} input to nothing")
-        image = F.interpolate(image, size=size, mode="nearest")
-        probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
-        roi = F.interpolate(roi.unsqueeze(1), size=size, mode="nearest").squeeze(1)
-        labels = F.interpolate(labels.unsqueeze(1), size=size, mode="nearest").squeeze(1)
+        # By scale_factor, as the authors' module: source positions step 1/scale, not H/floor(H*scale)
+        # (the two differ when H * scale is not an integer, e.g. the 321-px crops).
+        image = F.interpolate(image, scale_factor=scale, mode="nearest")
+        probs = F.interpolate(probs, scale_factor=scale, mode="bilinear", align_corners=False)
+        roi = F.interpolate(roi.unsqueeze(1), scale_factor=scale, mode="nearest").squeeze(1)
+        labels = F.interpolate(labels.unsqueeze(1), scale_factor=scale, mode="nearest").squeeze(1)
     labelled = labels.long() != IGNORE_INDEX
     energy = _DenseEnergyFunction.apply(image, probs, roi, labelled, sigma_rgb, sigma_xy * scale, backend)
     return weight * energy

@@ -35,11 +35,14 @@ class RRMNet(ResNet38):
     new_layers = ("fc8.", "fc8_seg_conv1.", "fc8_seg_conv2.")
 
     def __init__(
-        self, *, width: float = 1.0, num_classes: int = 21, freeze_bn: bool = True, dropout: bool = True
+        self, *, width: float = 1.0, num_classes: int = 21, freeze_bn: bool = True, dropout: bool = True,
+        head_bias: str = "zeros",
     ) -> None:
         super().__init__(width=width, freeze_bn=freeze_bn, dropout=dropout)
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if head_bias not in ("zeros", "pytorch"):
+            raise ValueError(f"head_bias must be 'zeros' or 'pytorch', got {head_bias!r}")
         channels, mid = self.out_channels, scaled(512, width)
         self.num_classes = num_classes
         self.dropout7 = nn.Dropout2d(0.5 * dropout)
@@ -47,9 +50,9 @@ class RRMNet(ResNet38):
         self.fc8_seg_conv1 = DilatedConv2d(channels, mid, 12)
         self.fc8_seg_conv2 = DilatedConv2d(mid, num_classes, 12)
         for conv in (self.fc8, self.fc8_seg_conv1, self.fc8_seg_conv2):
-            nn.init.xavier_uniform_(conv.weight)  # PSA and RRM use Xavier for the new layers
-            if conv.bias is not None:
-                nn.init.zeros_(conv.bias)
+            nn.init.xavier_uniform_(conv.weight)  # PSA and RRM use Xavier for the new layers' weights
+            if conv.bias is not None and head_bias == "zeros":
+                nn.init.zeros_(conv.bias)  # "pytorch": nn.Conv2d's U(+-1/sqrt(fan_in)), as network/RRM.py
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """(N, D, h, w) -> (N, 20) logits: Dropout2d(0.5), global average pooling, fc8."""
@@ -82,12 +85,14 @@ def build_rrm(
     weights: str | os.PathLike | None = None,
     freeze_bn: bool = True,
     dropout: bool = True,
+    head_bias: str = "zeros",
 ) -> RRMNet:
     """The RRM network; `weights`: the authors' RRM / classification file, PSA's ImageNet ResNet-38 or one of
     our checkpoints (see `load_rrm_weights`). `freeze_bn` False trains BatchNorm (not the authors'
     setting); `dropout` False turns ResNet-38's Dropout2d layers (b6, b7, before fc8) into identities (not
-    the authors' setting)."""
-    model = RRMNet(width=width, num_classes=num_classes, freeze_bn=freeze_bn, dropout=dropout)
+    the authors' setting); `head_bias` "pytorch" keeps nn.Conv2d's default bias init of the segmentation
+    head (the authors' network/RRM.py), "zeros" zeroes it."""
+    model = RRMNet(width=width, num_classes=num_classes, freeze_bn=freeze_bn, dropout=dropout, head_bias=head_bias)
     if weights is not None:
         load_rrm_weights(model, weights)
     return model

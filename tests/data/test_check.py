@@ -99,3 +99,36 @@ def test_missing_root_and_unknown_split(tmp_path: Path) -> None:
     report = check_dataset(SAMPLE, splits=["train", "val"])
     assert len(report.errors) == 1 and "split list 'val' not found; splits available: train" in report.errors[0]
     assert report.images_checked == 60  # the good split is still checked
+
+
+def _mask_classes(name: str) -> list[int]:
+    """The foreground classes (1..20) a sample mask shows, computed here from the PNG."""
+    values = np.unique(load_mask(SAMPLE / "SegmentationClass" / f"{name}.png"))
+    return [int(v) for v in values if 0 < v < 21]
+
+
+@pytest.mark.parametrize("form", ["npy", "txt"])
+def test_labels_file_disagreements_and_gaps_are_reported(tmp_path: Path, form: str) -> None:
+    ids = (SAMPLE / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    classes = {name: _mask_classes(name) for name in ids}
+    first, second, gone = ids[0], ids[1], ids[2]
+    classes[first] = sorted({*classes[first], 15})  # a person the XML names and the mask does not show
+    classes[second] = classes[second][1:]
+    del classes[gone]
+    if form == "npy":
+        path = tmp_path / "cls_labels.npy"
+        np.save(path, {name: np.isin(np.arange(1, 21), c).astype(np.float32) for name, c in classes.items()})
+    else:
+        path = tmp_path / "labels.txt"
+        path.write_text("".join(f"{name} {' '.join(CLASSES[c] for c in cs)}\n" for name, cs in classes.items()))
+    report = check_dataset(SAMPLE, labels_file=path)
+    assert report.ok  # disagreements are warnings: XML-derived labels may name objects the masks omit
+    (gaps,) = [w for w in report.warnings if "no labels for" in w]
+    assert gaps == f"{path}: no labels for 1 of 60 id(s) of split 'train': {gone}"
+    (differ,) = [w for w in report.warnings if "differ from their masks" in w]
+    assert differ.startswith(f"{path}: labels of 2 of 59 image(s) differ from their masks: {first} (file: ")
+    assert "person" in differ.split(";")[0] and second in differ
+    broken = tmp_path / "broken.txt"
+    broken.write_text(f"{first} unicorn\n")
+    assert check_dataset(SAMPLE, labels_file=broken).errors == [f"{broken}:1: unknown class 'unicorn' "
+                                                                 "(use 1..20 or a VOC class name)"]

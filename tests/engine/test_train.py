@@ -24,14 +24,14 @@ from rrm.models.rrm_net import build_rrm
 PARAMS = load_settings(Path(__file__).resolve().parents[2] / "params.yaml")
 RECIPE = OneStepRecipe(freeze_bn=True, dropout=True, optimizer="sgd", steps=8, batch_size=2, crop_size=48,
                        scale_range=(0.7, 1.3), lr=0.01, weight_decay=1e-5, momentum=0.0, poly_power=0.9,
-                       checkpoint_every=3, loss="joint", pseudo="rrm",
+                       checkpoint_every=3, loss="joint", pseudo="rrm", schedule="poly",
                        energy=EnergyParams(sigma_rgb=15.0, sigma_xy=100.0, scale=0.5, weight=1e-5))
 MINING = MiningSettings(params=PARAMS.mining.params, cam_scales=(0.5, 1.0), pool_processes=0)
 
 
 def _settings(root: Path, out: Path, mining: MiningSettings | None = MINING, **recipe) -> TrainSettings:
-    return TrainSettings(mode="onestep" if mining else "supervised", arch="resnet38", width=0.0625,
-                         batch_norm=False, init=None, data_root=str(root), split="train", mask_dir=None,
+    return TrainSettings(mode="onestep" if mining else "supervised", arch="resnet38", width=0.0625, head_bias="zeros",
+                         batch_norm=False, init=None, data_root=str(root), split="train", mask_dir=None, labels_file=None,
                          out_model=str(out / "model.pt"), checkpoint=str(out / "ckpt" / "last.pt"), live_dir=None,
                          seed=0, device="cpu", amp="none", num_workers=0, nproc=1,
                          recipe=replace(RECIPE, **recipe), mining=mining)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from rrm.cli.profile import app
 from rrm.data.voc_prepare import SplitCountWarning, prepare_voc
 from rrm.experiments.profiles import apply_profile, available_profiles, expand, load_profile, yaml_float
-from rrm.experiments.settings import load_params
+from rrm.experiments.settings import load_params, parse
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "params.yaml"
@@ -32,10 +32,13 @@ COMMON = {
     "train_onestep.energy.sigma_xy": 100.0, "train_onestep.energy.scale": 0.5,
     "mining.cam_scales": [0.5, 1.0, 1.5, 2.0], "mining.crf.bi_sxy": 80.0, "mining.crf.bi_srgb": 13.0,
     "mining.crf.bi_compat": 10.0, "evaluate.scales": [1.0], "evaluate.crf.bi_sxy": 83.0,
-    "deeplab.arch": "resnet101_v2", "deeplab.width": 1.0, "deeplab.init": "weights/resnet101-63fe2227.pth",
+    "deeplab.arch": "resnet101_v2", "deeplab.width": 1.0,
+    "deeplab.init.resnet101_v2": "weights/resnet101-63fe2227.pth",
+    "deeplab.init.vgg16_largefov": "weights/vgg16-397923af.pth",
     "train_deeplab.batch_size": 10, "train_deeplab.crop_size": 321, "train_deeplab.lr": 2.5e-4,
     "train_deeplab.optimizer": "sgd", "train_deeplab.momentum": 0.9, "train_deeplab.weight_decay": 5e-4,
-    "train_deeplab.steps": 20000, "train_deeplab.dropout": True, "evaluate_deeplab.crf.bi_sxy": 67.0,
+    "train_deeplab.steps": 20000, "train_deeplab.dropout": True,
+    "evaluate_deeplab.crf.resnet101_v2.bi_sxy": 67.0, "evaluate_deeplab.crf.vgg16_largefov.bi_sxy": 121.0,
 }
 FIDELITY = {
     "voc-code": {"train_onestep.lr": 7e-4, "train_onestep.weight_decay": 1e-5, "mining.rule": "code",
@@ -51,7 +54,7 @@ VOC_PAPER = {
     "device": "cuda", "alpha_ratio": 0.4, "data.root": "data/VOCdevkit/VOC2012",
     "data.train_split": "train_aug", "data.val_split": "val", "data.test_split": "test",
     "data.mask_dir": None, "data.num_workers": 4, "prepare_data.generate": False, "model.width": 1.0,
-    "model.init": "weights/res38_cls.pth", "train_cls.freeze_bn": True,
+    "model.init": "weights/res38_cls.pth", "model.head_bias": "pytorch", "train_cls.freeze_bn": True,
     "train_cls.dropout": True, "train_cls.optimizer": "sgd", "train_cls.steps": 0,
     "train_cls.batch_size": 16, "train_cls.crop_size": 448, "train_cls.scale_range": [0.5, 1.0],
     "train_cls.resize_long": [256, 512], "train_cls.color_jitter": [0.3, 0.3, 0.3, 0.1],
@@ -65,9 +68,10 @@ VOC_PAPER = {
     "train_onestep.optimizer": "sgd", "train_onestep.steps": 20000, "train_onestep.batch_size": 4,
     "train_onestep.crop_size": 321, "train_onestep.scale_range": [0.7, 1.3], "train_onestep.lr": 0.001,
     "train_onestep.weight_decay": 0.0005, "train_onestep.momentum": 0.0, "train_onestep.poly_power": 0.9,
-    "train_onestep.loss": "joint", "train_onestep.pseudo": "rrm", "train_onestep.energy.sigma_rgb": 15.0,
-    "train_onestep.energy.sigma_xy": 100.0, "train_onestep.energy.scale": 0.5,
-    "train_onestep.energy.weight": 1e-07, "train_onestep.checkpoint_every": 1000,
+    "train_onestep.loss": "joint", "train_onestep.pseudo": "rrm", "train_onestep.schedule": "poly",
+    "train_onestep.energy.sigma_rgb": 15.0, "train_onestep.energy.sigma_xy": 100.0,
+    "train_onestep.energy.scale": 0.5, "train_onestep.energy.weight": 1e-07,
+    "train_onestep.checkpoint_every": 1000,
     "train_full.freeze_bn": True, "train_full.dropout": True, "train_full.optimizer": "sgd",
     "train_full.steps": 20000, "train_full.batch_size": 4, "train_full.crop_size": 321,
     "train_full.scale_range": [0.7, 1.3], "train_full.lr": 0.001, "train_full.weight_decay": 0.0005,
@@ -77,15 +81,19 @@ VOC_PAPER = {
     "evaluate.crf.bi_srgb": 5.0, "evaluate.crf.bi_compat": 4.0, "export_pseudo.split": "train_aug",
     "export_pseudo.scales": [1.0], "export_pseudo.flip": False, "export_pseudo.crf": True,
     "deeplab.arch": "resnet101_v2", "deeplab.width": 1.0, "deeplab.batch_norm": False,
-    "deeplab.init": "weights/resnet101-63fe2227.pth", "train_deeplab.freeze_bn": True,
+    "deeplab.init.vgg16_largefov": "weights/vgg16-397923af.pth",
+    "deeplab.init.resnet101_v2": "weights/resnet101-63fe2227.pth", "train_deeplab.freeze_bn": True,
     "train_deeplab.dropout": True, "train_deeplab.optimizer": "sgd", "train_deeplab.steps": 20000,
     "train_deeplab.batch_size": 10, "train_deeplab.crop_size": 321, "train_deeplab.scale_range": [0.5, 1.5],
     "train_deeplab.lr": 0.00025, "train_deeplab.weight_decay": 0.0005, "train_deeplab.momentum": 0.9,
     "train_deeplab.poly_power": 0.9, "train_deeplab.checkpoint_every": 1000,
     "evaluate_deeplab.scales": [0.75, 1.0, 1.25], "evaluate_deeplab.flip": True,
-    "evaluate_deeplab.crf.iterations": 10, "evaluate_deeplab.crf.gauss_sxy": 1.0,
-    "evaluate_deeplab.crf.gauss_compat": 3.0, "evaluate_deeplab.crf.bi_sxy": 67.0,
-    "evaluate_deeplab.crf.bi_srgb": 3.0, "evaluate_deeplab.crf.bi_compat": 4.0,
+    **{f"evaluate_deeplab.crf.vgg16_largefov.{k}": v for k, v in (
+        ("iterations", 10), ("gauss_sxy", 3.0), ("gauss_compat", 3.0), ("bi_sxy", 121.0), ("bi_srgb", 5.0),
+        ("bi_compat", 4.0))},
+    **{f"evaluate_deeplab.crf.resnet101_v2.{k}": v for k, v in (
+        ("iterations", 10), ("gauss_sxy", 1.0), ("gauss_compat", 3.0), ("bi_sxy", 67.0), ("bi_srgb", 3.0),
+        ("bi_compat", 4.0))},
 }
 
 
@@ -289,12 +297,18 @@ def test_apply_writes_valid_params_keeping_comments_and_top_level_alpha(workdir,
     after = load_params(workdir / "params.yaml")
     assert after["alpha_ratio"] == 0.2 and "alpha_ratio" not in after["mining"]
     assert after | {"alpha_ratio": 0.4} == merged  # nothing else moved
+    assert merged["deeplab"]["init"] == {"vgg16_largefov": "weights/vgg16-397923af.pth",  # the profile's
+                                         "resnet101_v2": "weights/resnet101.pth"}  # --deeplab-weights
 
     from rrm.experiments.pipeline import dataset
-    from rrm.experiments.settings import parse
     train = dataset(parse(after).data, after["data"]["train_split"], weak=True)  # the written paths reach the data through the pipeline
     assert train.mask_dir.resolve() == (voc_tree["sbd"] / "SegmentationClassAug").resolve()
     assert len(train) + len(train.skipped) == 18
+
+    apply_overrides(workdir / "params.yaml", ["deeplab.arch=vgg16_largefov", "deeplab.init.vgg16_largefov=v.pth"])
+    vgg = parse(load_params(workdir / "params.yaml"))  # the table's one override switches weights and CRF
+    crf = vgg.evaluate_deeplab.crf
+    assert (vgg.deeplab.init, crf.gauss_sxy, crf.bi_sxy, crf.bi_srgb) == ("v.pth", 3.0, 121.0, 5.0)
 
 
 @quiet_counts
@@ -344,9 +358,28 @@ def test_cli_show_and_apply(workdir, voc_tree):
                                   str(voc_tree["sbd"]), "--weights", "weights/res38.pth"])
     assert applied.exit_code == 0, applied.output
     written = load_params(workdir / "params.yaml")
-    assert written["deeplab"]["init"] == "weights/resnet101-63fe2227.pth"
+    assert written["deeplab"]["init"] == {"vgg16_largefov": "weights/vgg16-397923af.pth",
+                                          "resnet101_v2": "weights/resnet101-63fe2227.pth"}
     assert written["data"]["root"] == str(voc_tree["voc"])  # absolute paths stay absolute (dvc exp --queue)
     assert written["data"]["mask_dir"] == "../../SBD/benchmark_RELEASE/SegmentationClassAug"
-    assert "deeplab.init not found" in applied.output  # two-step only: a warning, not an error
+    assert "deeplab.init.resnet101_v2 not found" in applied.output  # two-step only: a warning, not an error
+    assert "deeplab.init.vgg16_largefov not found" in applied.output
     failed = runner.invoke(app, ["apply", "voc-code", "--weights", "weights/missing.pth"])
     assert failed.exit_code == 1 and "weights/missing.pth" in failed.output
+
+
+def test_voc_code_resolves_to_the_authors_script_values() -> None:
+    """voc-code against the authors' scripts' values, written down in tests/authors_settings.py from
+    train_from_cls_weight.py, SegNet.forward and tool/imutils.py (not restated from the YAML)."""
+    from authors_settings import CAM_SCALES, CRF, ENERGY, INFERENCE_CRF, MINING, ONESTEP
+
+    from rrm.experiments.settings import parse
+
+    p = parse(expand(load_params(PARAMS), load_profile("voc-code"), source="test"))
+    assert p.evaluate.crf == INFERENCE_CRF
+    assert p.mining.params.crf == CRF
+    assert p.mining.params == MINING
+    assert p.mining.cam_scales == CAM_SCALES
+    assert {k: getattr(p.train_onestep, k) for k in ONESTEP} == ONESTEP
+    assert {k: getattr(p.train_onestep.energy, k) for k in ENERGY} == ENERGY
+    assert (p.train_onestep.optimizer, p.train_onestep.loss, p.train_onestep.pseudo) == ("sgd", "joint", "rrm")

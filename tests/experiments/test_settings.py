@@ -29,6 +29,9 @@ def _as_mapping(value: object) -> object:
 def test_committed_params_build_every_key_and_only_those():
     """Every params.yaml key lands in a field with its value, and every field comes from a key."""
     raw = _raw()
+    arch = raw["deeplab"]["arch"]  # the keys held per architecture build into deeplab.arch's entry
+    raw["deeplab"]["init"] = raw["deeplab"]["init"][arch]
+    raw["evaluate_deeplab"]["crf"] = raw["evaluate_deeplab"]["crf"][arch]
     built = _as_mapping(load_settings(PARAMS))
     mining = built["mining"]
     mining.update(mining.pop("params"))  # MiningParams' fields are the mining section's keys ...
@@ -125,3 +128,29 @@ def test_exponent_floats_as_dvc_writes_them_load_as_numbers(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(text)
     assert load_settings(path).train_onestep.energy.weight == 5e-08
+
+
+def test_per_architecture_keys_follow_deeplab_arch():
+    raw = _raw()
+    raw["deeplab"]["init"] = {"vgg16_largefov": "vgg.pth", "resnet101_v2": "resnet.pth"}
+    raw["evaluate_deeplab"]["crf"]["resnet101_v2"]["bi_sxy"] = 67.0
+    for arch, init, bi_sxy in (("vgg16_largefov", "vgg.pth", 121.0), ("resnet101_v2", "resnet.pth", 67.0)):
+        raw["deeplab"]["arch"] = arch
+        built = parse(raw)
+        assert (built.deeplab.init, built.evaluate_deeplab.crf.bi_sxy) == (init, bi_sxy)
+    raw["deeplab"]["init"] = "resnet.pth"  # one file for both networks: which one it fits is ambiguous
+    del raw["evaluate_deeplab"]["crf"]["vgg16_largefov"]
+    raw["evaluate_deeplab"]["crf"]["resnet101_v2"]["bi_srgb"] = "wide"
+    with pytest.raises(ValueError) as error:
+        parse(raw)
+    message = str(error.value)
+    assert "  deeplab.init: 'resnet.pth' is not one entry per architecture (vgg16_largefov, resnet101_v2)" in message
+    assert "  evaluate_deeplab.crf: " in message and "is not one entry per architecture" in message
+    raw["evaluate_deeplab"]["crf"]["vgg16_largefov"] = dict(raw["evaluate_deeplab"]["crf"]["resnet101_v2"])
+    raw["deeplab"]["init"] = {"vgg16_largefov": None, "resnet101_v2": None}
+    with pytest.raises(ValueError, match=r"evaluate_deeplab\.crf\.resnet101_v2\.bi_srgb: 'wide' is not a number"):
+        parse(raw)
+    raw["deeplab"]["arch"] = "vgg19"  # reported once, at deeplab.arch
+    with pytest.raises(ValueError, match=r"deeplab\.arch: 'vgg19' is not one of") as error:
+        parse(raw)
+    assert "entry per architecture" not in str(error.value)

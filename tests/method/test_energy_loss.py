@@ -49,10 +49,10 @@ def _exact_energy(
 ) -> Tensor:
     """Independent dense-Gaussian version of the same formula, differentiable by autograd (S detached)."""
     size = (int(probs.shape[2] * scale), int(probs.shape[3] * scale))
-    image = F.interpolate(image, size=size, mode="nearest")
-    probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
-    roi = F.interpolate(roi[:, None], size=size, mode="nearest")[:, 0]
-    labels = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0]
+    image = F.interpolate(image, scale_factor=scale, mode="nearest")  # the authors' resize: by scale_factor
+    probs = F.interpolate(probs, scale_factor=scale, mode="bilinear", align_corners=False)
+    roi = F.interpolate(roi[:, None], scale_factor=scale, mode="nearest")[:, 0]
+    labels = F.interpolate(labels[:, None].float(), scale_factor=scale, mode="nearest")[:, 0]
     ys, xs = torch.meshgrid(torch.arange(size[0]), torch.arange(size[1]), indexing="ij")
     total = probs.new_zeros((), dtype=torch.float64)
     for n in range(probs.shape[0]):

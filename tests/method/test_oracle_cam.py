@@ -50,3 +50,74 @@ def test_fusion_equals_authors(voc_sample: Path, crop: int) -> None:
     direct = direct * labels[:, :, None, None]
     direct = direct / (direct.amax((2, 3), keepdim=True) + 1e-5)
     assert np.abs(direct.detach().numpy() - want).max() > 1e-3
+
+
+def _shared_dropout_masks(model: nn.Module) -> dict[tuple[str, tuple[int, ...]], torch.Tensor]:
+    """Make every Dropout2d of `model` draw its channel mask from a table keyed by (module, input shape),
+    so any two callers forwarding the same input size get the same masks, whatever the order of their
+    calls. Training mode only, as Dropout2d: identity in eval mode. Returns the table (filled on use)."""
+    table: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
+
+    def hook(name: str):
+        def drop(module: nn.Dropout2d, inputs: tuple[torch.Tensor], output: torch.Tensor) -> torch.Tensor:
+            if not module.training or module.p == 0:
+                return output
+            x = inputs[0]
+            key = (name, tuple(x.shape))
+            if key not in table:
+                gen = torch.Generator().manual_seed(len(table) + 1)
+                table[key] = (torch.rand(*x.shape[:2], 1, 1, generator=gen) >= module.p).float()
+            return x * table[key] / (1 - module.p)
+        return drop
+
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Dropout2d):
+            module.register_forward_hook(hook(name))
+    return table
+
+
+def test_training_step_cams_keep_train_mode_dropout(voc_sample: Path, monkeypatch) -> None:
+    """In the training step the extra-scale CAMs go through the backbone in train mode, Dropout2d of b6 and
+    b7 active, as the authors' SegNet.forward (model.train(), scales 0.5/1.5/2 under no_grad only)."""
+    import rrm.engine.steps as steps_module
+    from rrm.engine.steps import step_losses
+    from rrm.experiments.pipeline import training_run
+    from rrm.experiments.profiles import expand
+    from rrm.experiments.settings import load_params, parse
+    from rrm.models.rrm_net import RRMNet
+
+    crop = 97
+    torch.manual_seed(0)
+    model = RRMNet(width=0.0625, freeze_bn=True, dropout=True).train()
+    masks = _shared_dropout_masks(model)
+    photos = sample_photos(voc_sample, count=2)
+    crops = [normalize(image[:crop, :crop]) for _, image, _ in photos]
+    images = torch.stack([nn.functional.pad(x, (0, crop - x.shape[2], 0, crop - x.shape[1])) for x in crops])
+    labels = torch.zeros(len(photos), 20)
+    labels[:, [0, 4, 11, 14]] = 1
+    recorded = []
+
+    def recording(*args, **kwargs):
+        recorded.append(multiscale_cam(*args, **kwargs))
+        return recorded[-1]
+
+    monkeypatch.setattr(steps_module, "multiscale_cam", recording)
+    params = parse(expand(load_params(Path(__file__).resolve().parents[2] / "params.yaml"),
+                          {"train_onestep.loss": "ce", "train_onestep.pseudo": "cam", "train_onestep.crop_size": crop,
+                           "mining.cam_scales": [0.5, 1.0, 1.5, 2.0]}, source="test"))
+    settings = training_run(params, "train_onestep", init="-", out_model="-", checkpoint="-", live_dir=None)
+    batch = {"image": images, "labels": labels, "raw": torch.zeros(len(photos), 3, crop, crop),
+             "roi": torch.ones(len(photos), crop, crop)}
+    step_losses(model, batch, settings, None, torch.device("cpu"))
+
+    def forward_cam(x: torch.Tensor) -> torch.Tensor:  # the authors' Net.forward(require_seg=False)
+        return torch.relu(nn.functional.conv2d(model.features(x), model.fc8.weight))
+
+    want = authors_cam(forward_cam, images, labels)
+    np.testing.assert_allclose(recorded[0].numpy(), want, rtol=0, atol=1e-5)
+    sizes = {shape[2:] for (name, shape) in masks if name.startswith("b6")}
+    assert len(sizes) == 4  # b6's Dropout2d ran at each of the four scales' feature sizes
+    assert all((m == 0).any() for m in masks.values())
+    model.eval()
+    without = authors_cam(forward_cam, images, labels)
+    assert np.abs(without - want).max() > 1e-2  # dropout visibly changes the fused CAM

@@ -35,7 +35,25 @@ def test_heads_follow_the_notes():
     keys = set(full.state_dict())
     assert {"conv1a.weight", "bn7.running_var", "fc8.weight", "fc8_seg_conv2.bias"} <= keys
     small = build_rrm(width=WIDTH)
-    assert torch.count_nonzero(small.fc8_seg_conv1.bias) == 0  # new biases start at zero
+    assert torch.count_nonzero(small.fc8_seg_conv1.bias) == 0  # head_bias "zeros" (the embedded default)
+
+
+def test_pytorch_head_bias_is_nn_conv2d_default():
+    """network/RRM.py: nn.Conv2d(..., bias=True), then Xavier on the weight only, so the biases keep
+    nn.Conv2d's U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in_channels x 3 x 3."""
+    torch.manual_seed(0)
+    model = build_rrm(width=0.25, head_bias="pytorch")
+    for conv in (model.fc8_seg_conv1, model.fc8_seg_conv2):
+        bound = 1 / (conv.in_channels * 9) ** 0.5
+        bias = conv.bias.detach()
+        assert bias.abs().max() <= bound and bias.abs().max() > 0.5 * bound
+        # a uniform's sd is bound / sqrt(3); the sample sd of n draws varies by sqrt(0.8 / 4n) relative
+        # (0.1 at n = 21, conv2's biases): 40% is 4 of those
+        assert 0.6 < float(bias.std()) / (bound / 3 ** 0.5) < 1.4
+        weight_bound = (6 / (conv.in_channels * 9 + conv.out_channels * 9)) ** 0.5  # Xavier-uniform
+        assert conv.weight.abs().max() <= weight_bound and conv.weight.abs().max() > 0.9 * weight_bound
+    with pytest.raises(ValueError, match="head_bias"):
+        build_rrm(width=WIDTH, head_bias="ones")
 
 
 def test_cam_is_relu_of_fc8_conv_and_cls_is_its_average(model):

@@ -61,3 +61,16 @@ def test_imagenet_profile_gives_psas_recipe_to_the_classifier_run() -> None:
     recipe = _classifier_run(overrides).recipe
     assert recipe.resize_long == (256, 512) and recipe.color_jitter == (0.3, 0.3, 0.3, 0.1)
     assert recipe.frozen == PSA_FROZEN and recipe.steps == 9915 and recipe.batch_size == 16
+
+
+def test_head_bias_init_per_profile() -> None:
+    """voc-code builds the segmentation head as network/RRM.py (nn.Conv2d's default biases); the embedded
+    default keeps them at zero. train_cls builds the network that becomes models/cls.pt."""
+    overrides = {"model.width": 0.0625, "model.init": None}
+    embedded = build_model(_classifier_run(overrides), torch.device("cpu"))
+    assert torch.count_nonzero(embedded.fc8_seg_conv1.bias) == 0
+    code = {**load_profile("voc-code"), **overrides, "device": "cpu", "train_cls.steps": 10}
+    run = _classifier_run(code)
+    assert run.head_bias == "pytorch"
+    model = build_model(run, torch.device("cpu"))
+    assert torch.count_nonzero(model.fc8_seg_conv1.bias) == model.fc8_seg_conv1.bias.numel()
