@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from common import BENCH_DIR, REPO, Inputs, energy_loss, machine_info, median_ms, read_params, write_report
 
 from rrm.data.normalize import normalize_raw
-from rrm.engine.crf_pool import CRFPool
+from rrm.method.crf_pool import CRFPool
 from rrm.engine.mining import mine_batch
 from rrm.engine.recipe import EnergyParams, TrainSettings
 from rrm.engine.steps import step_losses

@@ -65,7 +65,7 @@ def evaluate(checkpoint: Checkpoint,
              crf: Annotated[bool, typer.Option(help="also score dense-CRF post-processing")] = True,
              params: Params = Path("params.yaml")) -> None:
     """Score a checkpoint on a split of data.root (metrics.json, per_class.csv, pictures)."""
-    from rrm.engine.crf_pool import CRFPool
+    from rrm.method.crf_pool import CRFPool
     from rrm.engine.evaluate import evaluate_segmentation
     from rrm.experiments.pipeline import dataset
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from rrm.data.classes import CLASSES
 from rrm.data.normalize import normalize_batch
-from rrm.engine.crf_pool import CRFPool, Handle
+from rrm.method.crf_pool import CRFPool, Handle
 from rrm.engine.inference import predict_probs_batch
 from rrm.engine.metrics import ConfusionMatrix
 from rrm.engine.mining import MiningHandle, mine_batch_async

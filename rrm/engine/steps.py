@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from rrm.data.classes import IGNORE_INDEX
-from rrm.engine.crf_pool import CRFPool
+from rrm.method.crf_pool import CRFPool
 from rrm.engine.inference import segmentation_logits
 from rrm.engine.mining import mine_batch
 from rrm.engine.recipe import MiningSettings, OneStepRecipe, TrainSettings

@@ -31,7 +31,7 @@ from rrm.data.transforms import TrainBatchCollate
 from rrm.data.voc import VOCSegmentation
 from rrm.engine import distributed
 from rrm.engine.checkpoint import load_checkpoint, resume, save_checkpoint, save_model
-from rrm.engine.crf_pool import CRFPool
+from rrm.method.crf_pool import CRFPool
 from rrm.engine.networks import build_model
 from rrm.engine.optim import make_optimizer
 from rrm.engine.recipe import ClassifierRecipe, OneStepRecipe, TrainSettings

@@ -11,7 +11,7 @@ from PIL import Image
 from rrm.data.classes import PALETTE
 from rrm.data.normalize import normalize
 from rrm.data.voc import VOCSegmentation
-from rrm.engine.crf_pool import CRFPool
+from rrm.method.crf_pool import CRFPool
 from rrm.engine.inference import predict_probs
 from rrm.engine.qualitative import Inference, first_ids, qualitative_grid
 from rrm.figures import GRID_HEADER, cam_heatmap, colorize

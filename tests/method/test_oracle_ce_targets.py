@@ -18,7 +18,7 @@ from torch import nn
 
 import rrm.engine.steps as steps_module
 from rrm.data.transforms import crop_normalised, scale_flip
-from rrm.engine.crf_pool import CRFPool
+from rrm.method.crf_pool import CRFPool
 from rrm.engine.steps import step_losses
 from rrm.experiments.pipeline import training_run
 from rrm.experiments.profiles import expand

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from authors_settings import MINING
 from PIL import Image
 
-from rrm.engine.crf_pool import CRFPool
+from rrm.method.crf_pool import CRFPool
 from rrm.engine.mining import mine_batch
 from rrm.io import load_image, load_mask
 from rrm.method.cam import normalize_cam
