@@ -12,9 +12,9 @@ import pytest
 from authors_settings import CRF
 from PIL import Image
 
-from rrm.method.crf_pool import CRFPool
 from rrm.io import load_image
 from rrm.method.crf import dense_crf
+from rrm.method.crf_pool import CRFPool
 
 
 def _photo(voc: Path, name: str, width: int) -> np.ndarray:
