@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -56,14 +55,16 @@ def _closure(roots: tuple[str, ...]) -> dict[str, metadata.Distribution]:
 
 
 def _top_level_entries(dists: dict[str, metadata.Distribution]) -> set[Path]:
-    """Files and folders directly in site-packages that these distributions own (their .dist-info included)."""
-    site = Path(sysconfig.get_paths()["purelib"])
+    """Files and folders directly in site-packages that these distributions own (their .dist-info included),
+    wherever each distribution is installed."""
     entries: set[Path] = set()
     for dist in dists.values():
         for file in dist.files or []:
             parts = Path(file).parts
-            if parts and parts[0] != ".." and (site / parts[0]).exists():
-                entries.add(site / parts[0])
+            if parts and parts[0] != "..":
+                entry = Path(dist.locate_file(parts[0]))
+                if entry.exists():
+                    entries.add(entry)
     return entries
 
 
