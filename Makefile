@@ -12,7 +12,7 @@ BIN    := $(VENV)/bin
 
 $(BIN)/rrm: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[pipeline,dev]'
 	touch $@
 
 repro: $(BIN)/rrm

@@ -34,13 +34,13 @@ import torch.nn.functional as F
 from common import BENCH_DIR, REPO, Inputs, energy_loss, machine_info, median_ms, read_params, write_report
 
 from rrm.data.normalize import normalize_raw
-from rrm.engine.crf_pool import CRFPool
 from rrm.engine.mining import mine_batch
 from rrm.engine.recipe import EnergyParams, TrainSettings
 from rrm.engine.steps import step_losses
 from rrm.experiments.pipeline import training_run
 from rrm.experiments.settings import Params
 from rrm.method.cam import multiscale_cam
+from rrm.method.crf_pool import CRFPool
 from rrm.method.losses import classification_loss, split_cross_entropy
 from rrm.method.reliable import MiningParams
 from rrm.method.reliable_torch import mine_batch_torch

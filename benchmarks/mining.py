@@ -24,9 +24,9 @@ import numpy as np
 from common import BENCH_DIR, NAMES, REPO, crop_batch, fake_cams, machine_info, read_params, write_report
 
 from rrm.data.classes import IGNORE_INDEX
-from rrm.engine.crf_pool import CRFPool
 from rrm.engine.metrics import ConfusionMatrix
 from rrm.engine.mining import mine_batch
+from rrm.method.crf_pool import CRFPool
 
 
 def timed(fn) -> tuple[float, float, np.ndarray]:

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from common import BENCH_DIR, REPO, machine_info, read_params, sync, write_report
 
 from rrm.data.normalize import normalize_batch
-from rrm.engine.crf_pool import CRFPool
 from rrm.engine.mining import mine_batch
 from rrm.method.cam import multiscale_cam
+from rrm.method.crf_pool import CRFPool
 from rrm.method.energy_loss import dense_energy_loss
 from rrm.method.losses import classification_loss, split_cross_entropy
 from rrm.models.rrm_net import build_rrm

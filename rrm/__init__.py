@@ -1,3 +1,3 @@
 """RRM: Reliable Region Mining for weakly supervised semantic segmentation (AAAI 2020)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -67,9 +67,9 @@ def evaluate(checkpoint: Checkpoint,
              crf: Annotated[bool, typer.Option(help="also score dense-CRF post-processing")] = True,
              params: Params = Path("params.yaml")) -> None:
     """Score a checkpoint on a split of data.root (metrics.json, per_class.csv, pictures)."""
-    from rrm.engine.crf_pool import CRFPool
     from rrm.engine.evaluate import evaluate_segmentation
     from rrm.experiments.pipeline import dataset
+    from rrm.method.crf_pool import CRFPool
 
     cfg, model, settings = _model_and_settings(params, checkpoint, crf)
     with CRFPool(cfg.mining.pool_processes) as pool:

@@ -19,7 +19,6 @@ from tqdm import tqdm
 
 from rrm.data.classes import CLASSES
 from rrm.data.normalize import normalize_batch
-from rrm.engine.crf_pool import CRFPool, Handle
 from rrm.engine.inference import predict_probs_batch
 from rrm.engine.metrics import ConfusionMatrix
 from rrm.engine.mining import MiningHandle, mine_batch_async
@@ -27,6 +26,7 @@ from rrm.figures import cam_heatmap, colorize, per_class_bars, save_grid
 from rrm.io import save_mask, write_json, write_text
 from rrm.method.cam import cam_label_map, multiscale_cam
 from rrm.method.crf import CRFParams
+from rrm.method.crf_pool import CRFPool, Handle
 from rrm.method.reliable import MiningParams
 
 

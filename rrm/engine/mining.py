@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rrm.data.classes import IGNORE_INDEX
-from rrm.engine.crf_pool import CRFPool, Handle
+from rrm.method.crf_pool import CRFPool, Handle
 from rrm.method.reliable import MiningParams, Prepared, as_numpy, crf_jobs, mine_prepared, prepare
 
 if TYPE_CHECKING:

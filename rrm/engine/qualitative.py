@@ -16,10 +16,10 @@ import torch
 import torch.nn as nn
 
 from rrm.data.voc import VOCSegmentation
-from rrm.engine.crf_pool import CRFPool
 from rrm.engine.evaluate import cams_and_reliable, predictions
 from rrm.figures import cam_heatmap, colorize, save_grid
 from rrm.method.crf import CRFParams
+from rrm.method.crf_pool import CRFPool
 from rrm.method.reliable import MiningParams
 
 

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from rrm.data.classes import IGNORE_INDEX
-from rrm.engine.crf_pool import CRFPool
 from rrm.engine.inference import segmentation_logits
 from rrm.engine.mining import mine_batch
 from rrm.engine.recipe import MiningSettings, OneStepRecipe, TrainSettings
 from rrm.method.cam import multiscale_cam
+from rrm.method.crf_pool import CRFPool
 from rrm.method.energy_loss import dense_energy_loss
 from rrm.method.losses import classification_loss, split_cross_entropy, split_targets
 from rrm.method.reliable import mine_cam_only

@@ -31,12 +31,12 @@ from rrm.data.transforms import TrainBatchCollate
 from rrm.data.voc import VOCSegmentation
 from rrm.engine import distributed
 from rrm.engine.checkpoint import load_checkpoint, resume, save_checkpoint, save_model
-from rrm.engine.crf_pool import CRFPool
 from rrm.engine.networks import build_model
 from rrm.engine.optim import make_optimizer
 from rrm.engine.recipe import ClassifierRecipe, OneStepRecipe, TrainSettings
 from rrm.engine.sampler import SeededCollate, SeededDataset, StepBatchSampler, check_split
 from rrm.engine.steps import step_losses
+from rrm.method.crf_pool import CRFPool
 
 
 def train(s: TrainSettings) -> dict:

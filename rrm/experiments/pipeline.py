@@ -83,8 +83,8 @@ def prepare_data(p: Params, out: str, stats: str) -> None:
 
 def evaluate(p: Params, model_path: str, out_dir: str, prediction: Prediction) -> dict:
     """Score a trained network on the val split with `prediction`'s scales, flip and CRF."""
-    from rrm.engine.crf_pool import CRFPool
     from rrm.engine.evaluate import evaluate_segmentation
+    from rrm.method.crf_pool import CRFPool
 
     dev = resolve_device(p.device)
     with CRFPool(p.mining.pool_processes) as pool:
@@ -95,8 +95,8 @@ def evaluate(p: Params, model_path: str, out_dir: str, prediction: Prediction) -
 
 def evaluate_cam(p: Params, model_path: str, out_dir: str) -> dict:
     """CAM pseudo labels and reliable regions of the classifier, scored on evaluate_cam.split."""
-    from rrm.engine.crf_pool import CRFPool
     from rrm.engine.evaluate import evaluate_cam as score
+    from rrm.method.crf_pool import CRFPool
 
     dev = resolve_device(p.device)
     with CRFPool(p.mining.pool_processes) as pool:
@@ -107,8 +107,8 @@ def evaluate_cam(p: Params, model_path: str, out_dir: str) -> dict:
 
 def export_pseudo(p: Params, model_path: str, masks_dir: str, report_dir: str) -> dict:
     """The one-step network's labels for export_pseudo.split (the two-step DeepLab's training masks)."""
-    from rrm.engine.crf_pool import CRFPool
     from rrm.engine.evaluate import export_pseudo as export
+    from rrm.method.crf_pool import CRFPool
 
     s, dev = p.export_pseudo, resolve_device(p.device)
     with CRFPool(p.mining.pool_processes) as pool:
@@ -119,8 +119,8 @@ def export_pseudo(p: Params, model_path: str, masks_dir: str, report_dir: str) -
 
 def qualitative(p: Params, out: str, *, classifier: str, onestep: str, deeplab: str) -> list[str]:
     """The paper's Figure 4 on the first evaluate.figures val images; returns the column titles."""
-    from rrm.engine.crf_pool import CRFPool
     from rrm.engine.qualitative import Inference, first_ids, qualitative_grid
+    from rrm.method.crf_pool import CRFPool
 
     def inference(s: Prediction) -> Inference:
         return Inference(scales=s.scales, flip=s.flip, crf=s.crf)

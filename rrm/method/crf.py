@@ -1,6 +1,6 @@
 """Fully connected CRF (Krähenbühl & Koltun 2011) through pydensecrf: the dense CRF of equation 5.
 
-This module imports numpy and pydensecrf only, so the CRF worker processes of `rrm.engine.crf_pool`
+This module imports numpy and pydensecrf only, so the CRF worker processes of `rrm.method.crf_pool`
 start fast.
 """
 

@@ -1,5 +1,7 @@
 """``DenseEnergyLoss``: the dense energy (regularised) loss module of RRM and its copies, without C++.
 
+Which repository calls it how, and the test that proves each call site: docs/ops.md.
+
 Checked against the call sites of the authors' module in zbf1991/RRM (``tool/myTool.py``
 ``compute_joint_loss``: CPU float32 images, CUDA softmax, CPU float32 crop masks, float64 labels
 (N, 1, H, W)), rulixiang/ToCo and zwyang6/SeCo (``model/losses.py`` ``get_energy_loss``: images
@@ -26,12 +28,25 @@ from torch import Tensor, nn
 from rrm.method.energy_loss import dense_energy_loss
 
 
+def _check_dtype(name: str, x: object, *, allow_uint8: bool) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if not (x.is_floating_point() or (allow_uint8 and x.dtype == torch.uint8)):
+        kinds = "a float or uint8" if allow_uint8 else "a float"
+        raise TypeError(f"{name}: expected {kinds} tensor, got {x.dtype}")
+
+
 class DenseEnergyLoss(nn.Module):
     """Drop-in for the authors' ``DenseEnergyLoss(weight, sigma_rgb, sigma_xy, scale_factor)``, checked
-    against its call sites in zbf1991/RRM, rulixiang/ToCo and zwyang6/SeCo (see the module docstring).
+    against its call sites in zbf1991/RRM, rulixiang/ToCo, zwyang6/SeCo, rulixiang/afa and (without
+    ``seg_label``) meng-tang/rloss's ``DenseCRFLoss`` (tests/ops/test_callsite_*.py).
 
-    ``recompute_scale_factor`` is passed to ``F.interpolate``: RRM leaves it unset (None), ToCo and
-    SeCo set True. The two agree whenever H * scale_factor and W * scale_factor are integers (ToCo's
+    Args:
+        weight: loss weight (1e-7 in RRM/ToCo/SeCo/AFA, 2e-9 in rloss's script).
+        sigma_rgb, sigma_xy: bandwidths at full resolution (sigma_xy is multiplied by scale_factor).
+        scale_factor: in (0, 1]; the inputs are resized by it before filtering.
+        recompute_scale_factor: passed to ``F.interpolate``: RRM, AFA and rloss leave it unset (None),
+            ToCo and SeCo set True. The two agree whenever H * scale_factor and W * scale_factor are integers (ToCo's
     448 crops at 0.5), and differ by the nearest/bilinear sampling grid otherwise (RRM's 321 crops).
     """
 
@@ -55,17 +70,31 @@ class DenseEnergyLoss(nn.Module):
         return F.interpolate(x, scale_factor=self.scale_factor, mode=mode,
                              recompute_scale_factor=self.recompute_scale_factor, **extra)
 
-    def forward(self, images: Tensor, segmentations: Tensor, ROIs: Tensor, seg_label: Tensor) -> Tensor:  # noqa: N803
+    def forward(
+        self,
+        images: Tensor,
+        segmentations: Tensor,
+        ROIs: Tensor,  # noqa: N803
+        seg_label: Tensor | None = None,
+    ) -> Tensor:
         """Loss of a batch.
 
         Args:
-            images: (N, 3, H, W) RGB in 0..255 (not mean/std normalised), any device and float dtype.
-            segmentations: (N, K, H, W) softmax probabilities (the gradient flows into them).
-            ROIs: (N, H, W) crop mask, 1 on image pixels and 0 on padding.
-            seg_label: (N, 1, H, W) (or (N, H, W)) labels, 255 = unlabelled; any dtype.
+            images: (N, 3, H, W) RGB in 0..255 (not mean/std normalised); float or uint8, any device.
+            segmentations: (N, K, H, W) float softmax probabilities (the gradient flows into them);
+                computed in float32 on their device (CPU or CUDA).
+            ROIs: (N, H, W) 0/1 crop mask (1 on image pixels, 0 on padding); float, bool or integer,
+                any device, any strides.
+            seg_label: (N, 1, H, W) or (N, H, W) labels, 255 = unlabelled; uint8, integer or float
+                holding integers, any device. None: every pixel unlabelled, which is rloss's
+                ``DenseCRFLoss(...)(images, segmentations, ROIs)`` (no gate).
         Returns:
-            (1,) tensor on ``segmentations``' device.
+            (1,) float32 tensor on ``segmentations``' device.
+        Raises:
+            ValueError / TypeError naming the argument for a wrong shape or dtype.
         """
+        _check_dtype("images", images, allow_uint8=True)
+        _check_dtype("segmentations", segmentations, allow_uint8=False)
         if segmentations.dim() != 4:
             raise ValueError(f"segmentations: expected (N, K, H, W), got shape {tuple(segmentations.shape)}")
         n, _, h, w = segmentations.shape
@@ -73,6 +102,12 @@ class DenseEnergyLoss(nn.Module):
             raise ValueError(f"images: expected shape {(n, 3, h, w)} (RGB 0..255), got {tuple(images.shape)}")
         if tuple(ROIs.shape) != (n, h, w):
             raise ValueError(f"ROIs: expected shape {(n, h, w)}, got {tuple(ROIs.shape)}")
+        if seg_label is None:
+            seg_label = torch.full((n, 1, h, w), 255, dtype=torch.uint8, device=segmentations.device)
+        elif not isinstance(seg_label, Tensor) or seg_label.is_complex():
+            raise TypeError(f"seg_label: expected a real tensor, got {getattr(seg_label, 'dtype', type(seg_label))}")
+        if not isinstance(ROIs, Tensor) or ROIs.is_complex():
+            raise TypeError(f"ROIs: expected a real tensor, got {getattr(ROIs, 'dtype', type(ROIs))}")
         if seg_label.dim() == 3:
             seg_label = seg_label.unsqueeze(1)
         if tuple(seg_label.shape) != (n, 1, h, w):

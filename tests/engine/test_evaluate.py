@@ -11,11 +11,11 @@ import pytest
 import torch
 from authors_settings import CRF, MINING
 
-from rrm.engine.crf_pool import CRFPool
 from rrm.engine.evaluate import cams_and_reliable, predictions
 from rrm.engine.inference import predict_probs, predict_probs_batch
 from rrm.engine.mining import mine_batch
 from rrm.method.crf import dense_crf
+from rrm.method.crf_pool import CRFPool
 from rrm.models.rrm_net import build_rrm
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from authors_settings import MINING
 
-from rrm.engine.crf_pool import CRFPool
 from rrm.engine.mining import mine_batch, mine_batch_async
+from rrm.method.crf_pool import CRFPool
 from rrm.method.reliable import mine_code, mine_paper
 
 U = 255

@@ -14,7 +14,7 @@ from authors_settings import CRF as MINING_CRF
 from pydensecrf.utils import unary_from_softmax
 from reference.photos import sample_photos
 
-from rrm.engine.crf_pool import CRFPool
+from rrm.method.crf_pool import CRFPool
 from rrm.engine.evaluate import predictions
 from rrm.experiments.profiles import expand, load_profile
 from rrm.experiments.settings import load_params, parse

@@ -11,11 +11,11 @@ from PIL import Image
 from rrm.data.classes import PALETTE
 from rrm.data.normalize import normalize
 from rrm.data.voc import VOCSegmentation
-from rrm.engine.crf_pool import CRFPool
 from rrm.engine.inference import predict_probs
 from rrm.engine.qualitative import Inference, first_ids, qualitative_grid
 from rrm.figures import GRID_HEADER, cam_heatmap, colorize
 from rrm.method.cam import multiscale_cam
+from rrm.method.crf_pool import CRFPool
 from rrm.models.deeplab import build_deeplab
 from rrm.models.rrm_net import build_rrm
 

@@ -21,11 +21,11 @@ from reference.photos import cam_like, sample_photos
 from torch import nn
 
 from rrm.data.transforms import crop_normalised, scale_flip
-from rrm.engine.crf_pool import CRFPool
 from rrm.engine.steps import step_losses
 from rrm.experiments.pipeline import training_run
 from rrm.experiments.profiles import expand
 from rrm.experiments.settings import load_params, parse
+from rrm.method.crf_pool import CRFPool
 from rrm.method.energy_loss import bilateral_filter_batch
 from rrm.method.losses import split_cross_entropy
 

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from authors_settings import MINING
 from PIL import Image
 
-from rrm.engine.crf_pool import CRFPool
 from rrm.engine.mining import mine_batch
 from rrm.io import load_image, load_mask
 from rrm.method.cam import normalize_cam
 from rrm.method.crf import dense_crfs
+from rrm.method.crf_pool import CRFPool
 from rrm.method.reliable import MiningParams, mine_cam_only, mine_code, mine_paper
 from rrm.method.reliable_torch import (
     _mine_code,

@@ -44,5 +44,11 @@ def test_unknown_backend_and_bad_shapes_raise() -> None:
     probs = torch.full((1, 2, 4, 4), 0.5)
     with pytest.raises(ValueError, match="backend"):
         dense_crf(torch.zeros(1, 3, 4, 4), probs, backend="opencv")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="images"):
+    with pytest.raises(ValueError, match="^images: expected shape"):
         dense_crf(torch.zeros(1, 3, 4, 5), probs)
+    with pytest.raises(ValueError, match="^probs: expected"):
+        dense_crf(torch.zeros(1, 3, 4, 4), probs[0])
+    with pytest.raises(TypeError, match="^probs: expected float probabilities, got torch.uint8"):
+        dense_crf(torch.zeros(1, 3, 4, 4), probs.to(torch.uint8))
+    with pytest.raises(TypeError, match="^images: expected a float or uint8 array, got torch.int64"):
+        dense_crf(torch.zeros(1, 3, 4, 4, dtype=torch.long), probs)

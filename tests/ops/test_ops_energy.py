@@ -81,6 +81,27 @@ def test_bad_inputs_raise() -> None:
         loss(img[:, :2], seg, roi, lab)
     with pytest.raises(ValueError, match="scale_factor"):
         DenseEnergyLoss(1e-7, 15.0, 100.0, 2.0)
+    with pytest.raises(ValueError, match="^segmentations: expected"):
+        loss(img, seg[0], roi, lab)
+    with pytest.raises(ValueError, match="^ROIs: expected shape"):
+        loss(img, seg, roi[:, :4], lab)
+    with pytest.raises(TypeError, match="^segmentations: expected a float tensor, got torch.int64"):
+        loss(img, seg.long(), roi, lab)
+    with pytest.raises(TypeError, match="^images: expected a float or uint8 tensor, got torch.int32"):
+        loss(img.int(), seg, roi, lab)
+    with pytest.raises(TypeError, match="^images: expected a torch.Tensor, got ndarray"):
+        loss(img.numpy(), seg, roi, lab)
+    with pytest.raises(TypeError, match="^seg_label: expected a real tensor"):
+        loss(img, seg, roi, lab.numpy())
+    with pytest.raises(TypeError, match="^ROIs: expected a real tensor"):
+        loss(img, seg, roi.numpy(), lab)
+
+
+def test_without_labels_every_pixel_is_unlabelled(voc_sample: Path) -> None:
+    """seg_label=None (rloss's three-argument call) is the loss with every label 255."""
+    images, probs, rois, _ = _batch(voc_sample)
+    loss = DenseEnergyLoss(1e-7, 15.0, 100.0, 0.5)
+    assert loss(images, probs, rois).item() == loss(images, probs, rois, torch.full((2, 1, *SIZE), 255)).item()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

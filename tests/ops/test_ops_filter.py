@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rrm.ops import DenseEnergyLoss, bilateral_filter, bilateralfilter_batch
+from rrm.ops import DenseEnergyLoss, bilateral_filter, bilateralfilter, bilateralfilter_batch
 
 
 def _inputs(reference, voc: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,8 +56,30 @@ def test_extension_call_writes_in_place(reference, filtered) -> None:
     bilateralfilter_batch(images[:2].numpy().ravel(), probs[:2].numpy().ravel(), result, n, k, h, w,
                           p["sigma_rgb"], p["sigma_xy"])
     np.testing.assert_allclose(result.reshape(n, k, h, w), out[:2].numpy(), rtol=1e-5, atol=1e-4)
-    with pytest.raises(ValueError, match="do not fit"):
+    with pytest.raises(ValueError, match="values: expected"):
         bilateralfilter_batch(images[:2].numpy().ravel(), probs[:2].numpy().ravel(), result, n, k + 1, h, w, 15, 50)
+    single = np.zeros(k * h * w, dtype=np.float32)
+    bilateralfilter(images[1].numpy().ravel(), probs[1].numpy().ravel(), single, h, w, p["sigma_rgb"], p["sigma_xy"])
+    np.testing.assert_allclose(single.reshape(k, h, w), out[1].numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_extension_calls_reject_what_the_swig_typemaps_reject() -> None:
+    """The output is written in place, so it must be float32 and C-contiguous (numpy.i's INPLACE_ARRAY1);
+    inputs of another real dtype are converted (IN_ARRAY1); each error names the argument."""
+    img, val = np.zeros(3 * 16, np.float64), np.zeros(2 * 16, np.float64)
+    with pytest.raises(TypeError, match="^out: expected a float32"):
+        bilateralfilter_batch(img, val, np.zeros(32, np.float64), 1, 2, 4, 4, 15, 50)
+    with pytest.raises(ValueError, match="^out: expected a C-contiguous"):
+        bilateralfilter_batch(img, val, np.zeros(64, np.float32)[::2], 1, 2, 4, 4, 15, 50)
+    with pytest.raises(ValueError, match="^images: expected 48 values"):
+        bilateralfilter_batch(img[:-1], val, np.zeros(32, np.float32), 1, 2, 4, 4, 15, 50)
+    with pytest.raises(TypeError, match="^values: expected a real-valued"):
+        bilateralfilter_batch(img, val.astype(complex), np.zeros(32, np.float32), 1, 2, 4, 4, 15, 50)
+    with pytest.raises(ValueError, match="^values: 31 values"):
+        bilateralfilter(img, val[:-1], np.zeros(31, np.float32), 4, 4, 15, 50)
+    out = np.zeros(32, np.float32)
+    bilateralfilter_batch(img, val + 1.0, out, 1, 2, 4, 4, 15, 50)  # float64 inputs converted, like the typemap
+    assert (out > 1.0).all()  # the self-term plus neighbours of a constant 1
 
 
 def test_loss_equals_cpp_loss_code(reference, filtered) -> None:
@@ -74,11 +96,17 @@ def test_loss_equals_cpp_loss_code(reference, filtered) -> None:
         assert value.item() == pytest.approx(rec["loss_code"], rel=1e-3), rec["id"]
 
 
-def test_bad_shapes_raise() -> None:
-    with pytest.raises(ValueError, match="images"):
+def test_bad_shapes_and_dtypes_raise_naming_the_argument() -> None:
+    with pytest.raises(ValueError, match="^images: expected shape"):
         bilateral_filter(torch.zeros(1, 3, 4, 5), torch.zeros(1, 2, 4, 4), 15, 50)
-    with pytest.raises(ValueError, match="values"):
+    with pytest.raises(ValueError, match="^values: expected"):
         bilateral_filter(torch.zeros(1, 3, 4, 4), torch.zeros(2, 4, 4), 15, 50)
+    with pytest.raises(TypeError, match="^values: expected a float tensor, got torch.int64"):
+        bilateral_filter(torch.zeros(1, 3, 4, 4), torch.zeros(1, 2, 4, 4, dtype=torch.long), 15, 50)
+    with pytest.raises(TypeError, match="^images: expected a float or uint8"):
+        bilateral_filter(torch.zeros(1, 3, 4, 4, dtype=torch.int32), torch.zeros(1, 2, 4, 4), 15, 50)
+    with pytest.raises(ValueError, match="^sigma_rgb and sigma_xy"):
+        bilateral_filter(torch.zeros(1, 3, 4, 4), torch.zeros(1, 2, 4, 4), 0, 50)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

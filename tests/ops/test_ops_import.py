@@ -8,7 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-BLOCKED = ("dvc", "dvclive", "typer", "pydensecrf", "torchvision", "pandas", "matplotlib")
+BLOCKED = ("dvc", "dvclive", "typer", "pydensecrf", "torchvision", "pandas", "matplotlib", "yaml", "PIL", "tqdm")
 
 SCRIPT = f"""
 import importlib.abc, sys
@@ -43,3 +43,16 @@ def test_blocking_works() -> None:
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert result.returncode != 0 and "blocked: rrm" in result.stderr
+
+
+def test_ops_sit_below_the_engine() -> None:
+    """No module of rrm.ops imports rrm.engine, rrm.experiments or rrm.cli (at the top or inside a function)."""
+    import ast
+
+    above = ("rrm.engine", "rrm.experiments", "rrm.cli")
+    for path in sorted((REPO / "rrm" / "ops").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad = [n for n in names if n.startswith(above)]
+            assert not bad, f"{path.name} imports {bad}"

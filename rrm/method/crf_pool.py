@@ -1,5 +1,8 @@
 """A persistent pool of CRF worker processes (runtime plumbing around `rrm.method.crf`).
 
+It sits in `rrm.method`, below both `rrm.engine` (training, evaluation) and `rrm.ops`
+(``dense_crf(backend="pydensecrf")``), so neither layer imports the other.
+
 RRM runs the dense CRF of equation 5 on every training image at every step (twice per image in the
 authors' code), so the CRFs of a whole batch are farmed out to a process pool that lives as long as
 the training run. Besides single CRFs (``map_async``), the pool runs any picklable function (``submit``):

@@ -12,9 +12,9 @@ import pytest
 from authors_settings import CRF
 from PIL import Image
 
-from rrm.engine.crf_pool import CRFPool
 from rrm.io import load_image
 from rrm.method.crf import dense_crf
+from rrm.method.crf_pool import CRFPool
 
 
 def _photo(voc: Path, name: str, width: int) -> np.ndarray:
@@ -66,7 +66,7 @@ def test_workers_start_without_the_main_script(tmp_path: Path) -> None:
     """A stage script imports torch at the top; its CRF workers must not (spawn would re-run the script)."""
     script = tmp_path / "stage.py"
     script.write_text(
-        "import sys\nimport torch  # noqa: F401\nfrom rrm.engine.crf_pool import CRFPool\nimport crf_probe\n\n"
+        "import sys\nimport torch  # noqa: F401\nfrom rrm.method.crf_pool import CRFPool\nimport crf_probe\n\n"
         "def in_main():\n    return 1\n\n"
         "if __name__ == '__main__':\n"
         "    with CRFPool(2) as pool:\n"
