@@ -120,9 +120,10 @@ def export_server(checkpoint: Checkpoint,
 import rrm.cli.coco  # noqa: E402, F401  (registers `rrm prepare-coco` and `rrm check-coco` on app)
 import rrm.cli.convert_weights  # noqa: E402, F401  (registers `rrm convert-weights` on app)
 import rrm.cli.crf  # noqa: E402, F401  (registers `rrm crf` on app)
-from rrm.cli import profile, tables  # noqa: E402
+from rrm.cli import profile, seeds, tables  # noqa: E402
 
 app.add_typer(profile.app, name="profile", help="real-VOC profiles: list, show, apply, prepare-voc")
+app.add_typer(seeds.app, name="seeds", help="seeds as an axis: run N seeds, spread, paired summary, reproduction check")
 app.add_typer(tables.app, name="tables", help="the paper's Tables 1-5 as DVC experiments: run, report")
 
 if __name__ == "__main__":
