@@ -11,7 +11,16 @@ from typing import Annotated
 import typer
 
 from rrm.experiments.settings import read_yaml
-from rrm.experiments.tables import FIGURES, REPORT, load_table, plan, queue_and_run, runnable, write_report
+from rrm.experiments.tables import (
+    FIGURES,
+    REPORT,
+    load_table,
+    plan,
+    queue_and_run,
+    runnable,
+    with_seeds,
+    write_report,
+)
 
 app = typer.Typer(help="The paper's Tables 1-5 as DVC experiments: run the missing cells, then report "
                        "ours beside the paper's.", no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -40,13 +49,16 @@ def _load_params(path: Path) -> dict:
 
 @app.command()
 def run(jobs: Annotated[int, typer.Option(min=1, help="parallel queue workers")] = 1,
+        seeds: Annotated[int | None, typer.Option(min=1, help="seeds 0..N-1 per cell (default: the table's "
+                                                   "`seeds`)", show_default=False)] = None,
         only: Annotated[str | None, typer.Option(help="comma-separated tables, e.g. t1,t2")] = None,
         dry_run: Annotated[bool, typer.Option(help="list the experiments and their overrides only")] = False,
         table: TableOpt = None, params: ParamsOpt = Path("params.yaml")) -> None:
-    """Queue the experiments that have no result yet and run them (`dvc exp run --queue`, `--run-all`)."""
+    """Queue the experiments that have no result yet, each cell at the same seeds, and run them (`dvc exp run
+    --queue`, `--run-all`)."""
     with _clean_errors():
         spec, cfg = load_table(table), _load_params(params)
-        the_plan = plan(spec, cfg)
+        the_plan = with_seeds(plan(spec, cfg), spec.get("seeds", 1) if seeds is None else seeds)
     tables = None if only is None else [t.strip() for t in only.split(",") if t.strip()]
     unknown = sorted(set(tables or []) - set(spec["tables"]))
     if unknown:
@@ -57,6 +69,7 @@ def run(jobs: Annotated[int, typer.Option(min=1, help="parallel queue workers")]
         data = cfg.get("data") or {}
         typer.echo(f"{data.get('test_split') or 'test'} split of {data.get('root')} has no masks: skipping "
                    f"{', '.join(skipped)} (score it on the evaluation server: rrm export-server)")
+    names = [run for name in names for run in the_plan.seeds[name]]
     if dry_run:
         for name in names:
             overrides = " ".join(f"-S {o}" for o in the_plan.overrides[name])

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 # The paper's tables as deduplicated experiments, in table order (Table 3's cells share Table 1's runs).
 EXPERIMENTS = [f"t1-{loss}-r{r}" for loss in ("ce", "joint") for r in ("0.1", "0.2", "0.3", "0.4", "0.6", "0.8", "1.0")]
@@ -46,6 +48,7 @@ def test_rrm_runs_from_a_non_editable_install(tmp_path):
     assert Path(where).is_relative_to(target)
     assert rrm("profile", "list").split() == ["voc-code", "voc-code-imagenet", "voc-paper"]
     dry = rrm("tables", "run", "--dry-run").splitlines()
-    assert [line.split(":")[0] for line in dry] == EXPERIMENTS
+    seeds = yaml.safe_load((REPO / "rrm/experiments/configs/tables.yaml").read_text())["seeds"]
+    assert [line.split(":")[0] for line in dry] == [f"{e}-s{i}" if i else e for e in EXPERIMENTS for i in range(seeds)]
     assert dry[0] == ("t1-ce-r0.1: -S alpha_ratio=0.1 -S data.val_split=val -S deeplab.arch=vgg16_largefov "
-                      "-S train_onestep.loss=ce -S train_onestep.pseudo=rrm  [evaluate_onestep]")
+                      "-S seed=0 -S train_onestep.loss=ce -S train_onestep.pseudo=rrm  [evaluate_onestep]")

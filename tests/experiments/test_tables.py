@@ -92,6 +92,26 @@ def test_expand_gives_exact_overrides_and_dedupes_shared_cells(table):
     assert len(t4.paper) == 22 and t4.paper[0] == 87.8 and t4.paper[-1] == 62.9
 
 
+def test_every_cell_runs_at_the_same_seeds(table):
+    the_plan = tables.plan(table, PARAMS)
+    seeded = tables.with_seeds(the_plan, 3)
+    assert table["seeds"] >= 3  # the packaged default
+    assert seeded.seeds["t1-ce-r0.1"] == ["t1-ce-r0.1", "t1-ce-r0.1-s1", "t1-ce-r0.1-s2"]
+    for exp, runs in seeded.seeds.items():  # paired: the same seeds, otherwise the experiment's overrides
+        assert [o for o in seeded.overrides[runs[0]] if o.startswith("seed=")] == ["seed=0"]
+        for i, run in enumerate(runs):
+            assert sorted(set(seeded.overrides[run]) - {f"seed={i}"}) == the_plan.overrides[exp]
+            assert f"seed={i}" in seeded.overrides[run]
+            assert seeded.targets[run] == the_plan.targets[exp]
+            assert seeded.metrics_files[run] == the_plan.metrics_files[exp]
+    assert set(seeded.seeds) == set(the_plan.overrides) and len(seeded.overrides) == 3 * len(the_plan.overrides)
+    assert seeded.experiment_of == the_plan.experiment_of  # cells name the seed-0 run
+    with pytest.raises(ValueError, match="seeds: expected a whole number >= 1, got 0"):
+        tables.with_seeds(the_plan, 0)
+    with pytest.raises(ValueError, match="seeds: expected a whole number"):
+        tables.validate_table({**table, "seeds": "three"})
+
+
 def test_test_split_comes_from_params(table):
     params = copy.deepcopy(PARAMS)
     params["data"]["test_split"] = "heldout"

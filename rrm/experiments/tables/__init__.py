@@ -12,8 +12,10 @@ from rrm.experiments.tables.plan import (
     load_table,
     plan,
     runnable,
+    seeded_name,
     split_labelled,
     validate_table,
+    with_seeds,
 )
 from rrm.experiments.tables.report import (
     FIGURES,
@@ -39,5 +41,6 @@ __all__ = [
     "FIGURES", "METRIC_KEYS", "NOT_RUN", "REPORT", "Cell", "Plan", "cell_values", "claims_md",
     "collect_results", "curve_figure", "default_table", "expand", "format_override", "load_table", "missing",
     "parse_exp_show", "per_class_figure", "plan", "queue_and_run", "render_report", "runnable",
-    "running_tasks", "split_labelled", "stale_outputs", "validate_table", "write_report",
+    "running_tasks", "seeded_name", "split_labelled", "stale_outputs", "validate_table", "with_seeds",
+    "write_report",
 ]

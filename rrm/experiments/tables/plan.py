@@ -69,6 +69,7 @@ class Plan:
     targets: dict[str, list[str]] = field(default_factory=dict)      # experiment -> stages to reproduce
     metrics_files: dict[str, list[str]] = field(default_factory=dict)  # experiment -> files its cells read
     splits: dict[str, set[str]] = field(default_factory=dict)        # experiment -> splits it scores
+    seeds: dict[str, list[str]] = field(default_factory=dict)        # experiment -> its run per seed (with_seeds)
 
     def experiments_for(self, tables: Iterable[str] | None = None) -> list[str]:
         """Experiment names (file order) needed by the given tables (all tables when None)."""
@@ -98,6 +99,9 @@ def validate_table(table: Any) -> None:
     if not isinstance(table, dict) or not isinstance(table.get("tables"), dict):
         raise ValueError("expected a mapping with a 'tables' mapping")
     problems = []
+    seeds = table.get("seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        problems.append(f"seeds: expected a whole number >= 1, got {seeds!r}")
     if table.get("metric", "crf") not in METRIC_KEYS:
         problems.append(f"metric: {table.get('metric')!r} is not one of {', '.join(METRIC_KEYS)}")
     reports, splits = table.get("reports") or {}, table.get("splits") or {}
@@ -210,6 +214,30 @@ def plan(table: Mapping, params: Mapping | None = None) -> Plan:
         result.metrics_files[exp] = sorted({*result.metrics_files.get(exp, []), cell.metrics_file})
         result.splits.setdefault(exp, set()).add(cell.split)
     return result
+
+
+def seeded_name(experiment: str, seed: int) -> str:
+    """The DVC experiment of `experiment` at `seed`: seed 0 keeps the name, seed i > 0 is `<name>-s<i>`."""
+    return experiment if seed == 0 else f"{experiment}-s{seed}"
+
+
+def with_seeds(the_plan: Plan, seeds: int) -> Plan:
+    """The plan with every experiment run at seeds 0..seeds-1, the same seeds for every cell, so two cells
+    compare seed by seed (paired). Each run is an experiment of its own with `seed=<i>` among its overrides;
+    `cells` and `experiment_of` are unchanged (they name the seed-0 run), `seeds` lists every experiment's
+    runs in seed order."""
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ValueError(f"seeds: expected a whole number >= 1, got {seeds!r}")
+    out = Plan(cells=the_plan.cells, experiment_of=dict(the_plan.experiment_of))
+    for exp, overrides in the_plan.overrides.items():
+        kept = [o for o in overrides if not o.startswith("seed=")]
+        out.seeds[exp] = [seeded_name(exp, i) for i in range(seeds)]
+        for i, name in enumerate(out.seeds[exp]):
+            out.overrides[name] = sorted([*kept, format_override("seed", i)])
+            out.targets[name] = the_plan.targets[exp]
+            out.metrics_files[name] = the_plan.metrics_files[exp]
+            out.splits[name] = the_plan.splits[exp]
+    return out
 
 
 def expand(table: Mapping, params: Mapping | None = None) -> dict[str, list[str]]:
