@@ -302,6 +302,30 @@ def test_report_claims_paragraph_says_what_was_measured(table):
     assert "RRM's reliable regions" in claims and "0 of 0 measured (2 not run)" in claims
 
 
+def test_report_gives_mean_sd_and_paired_verdicts_over_seeds(table):
+    # per seed 0, 1, 2 (mIoU with CRF); the paired differences joint - CE, by hand:
+    # r0.1: +0.05 +0.06 +0.04, mean 0.05, sd 0.01, se 0.01 / sqrt 3 = 0.0058: 0.05 > 2 se -> holds
+    # r0.2: -0.02 +0.05 -0.01, mean 0.0067, sd 0.0379, se 0.0219: 0.0067 < 2 se -> within noise
+    # r0.3: -0.10 -0.09 -0.11, mean -0.10, sd 0.01 -> reversed; r0.4 at seed 0 only -> one seed
+    runs = {"t1-joint-r0.1": (0.50, 0.56, 0.53), "t1-ce-r0.1": (0.45, 0.50, 0.49),
+            "t1-joint-r0.2": (0.50, 0.60, 0.55), "t1-ce-r0.2": (0.52, 0.55, 0.56),
+            "t1-joint-r0.3": (0.40, 0.42, 0.44), "t1-ce-r0.3": (0.50, 0.51, 0.55),
+            "t1-joint-r0.4": (0.55,), "t1-ce-r0.4": (0.50,)}
+    experiments = [_exp(tables.seeded_name(name, i), f"{n:02x}{i}".ljust(40, "0"), metrics=_onestep(v))
+                   for n, (name, values) in enumerate(runs.items()) for i, v in enumerate(values)]
+    results = tables.parse_exp_show(json.loads(json.dumps(_show(*experiments))))
+    text = tables.render_report({**table, "seeds": 3}, results, {"date": "d", "commit": "c", "params": PARAMS})
+    assert "at seeds 0..2" in text
+    # joint r0.1: mean 0.53, sd sqrt((0.03^2 + 0.03^2) / 2) = 0.030; r0.4: one seed, no sd
+    assert row_cells(text, "| Joint loss (ours)")[:4] == ["0.530 ± 0.030 (3)", "0.550 ± 0.050 (3)",
+                                                          "0.420 ± 0.020 (3)", "0.550"]
+    assert row_cells(text, "| CE loss (Δ)")[0] == f"{(0.45 + 0.50 + 0.49) / 3 - 0.486:+.3f}"
+    joint = next(ln for ln in text.splitlines() if "joint loss beats" in ln)
+    assert "holds 1, reversed 1, within noise 1, one seed 5" in joint  # 8 distinct pairs (t2-rrm is t1 r0.4)
+    assert ("t1-joint-r0.1 vs t1-ce-r0.1: holds; t1-joint-r0.2 vs t1-ce-r0.2: within noise; "
+            "t1-joint-r0.3 vs t1-ce-r0.3: reversed; t1-joint-r0.4 vs t1-ce-r0.4: one seed") in joint
+
+
 def test_report_points_test_cells_to_the_server_without_test_masks(table):
     meta = {"date": "d", "commit": "c", "params": PARAMS, "test_labelled": False}
     text = tables.render_report(table, {}, meta)

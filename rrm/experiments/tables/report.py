@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rrm.data.classes import CLASSES, PAPER_COLUMNS
-from rrm.experiments.tables.plan import METRIC_KEYS, Cell, Plan, lookup_key, plan, split_labelled
+from rrm.experiments.spread import SIGNIFICANCE, paired, spread
+from rrm.experiments.tables.plan import METRIC_KEYS, Cell, Plan, lookup_key, plan, split_labelled, with_seeds
 from rrm.experiments.tables.runner import collect_results, git_head
 
 REPORT = Path("reports/tables.md")
@@ -34,6 +35,30 @@ def cell_values(cell: Cell, result: Mapping | None, metric: str = "crf") -> list
     return [per_class.get(c) for c in CLASSES] + [miou]
 
 
+def seed_values(the_plan: Plan, results: Mapping[str, Mapping], seeds: int,
+                metric: str = "crf") -> dict[str, dict[int, list[float | None]]]:
+    """{cell: {seed: its cell_values}} over the cell's runs at seeds 0..seeds-1 that finished."""
+    seeded = with_seeds(the_plan, seeds)
+    out: dict[str, dict[int, list[float | None]]] = {}
+    for cell in the_plan.cells:
+        runs = seeded.seeds[the_plan.experiment_of[cell.name]]
+        got = {i: cell_values(cell, results.get(run), metric) for i, run in enumerate(runs)}
+        out[cell.name] = {i: v for i, v in got.items() if v is not None}
+    return out
+
+
+def _mean_sd(per_seed: Mapping[int, list[float | None]]) -> tuple[list[float | None], list[tuple[float, int]]]:
+    """Per entry of a cell: the mean over seeds (None where no seed has it) and (sample sd, n)."""
+    width = len(next(iter(per_seed.values())))
+    means, spreads = [], []
+    for j in range(width):
+        xs = [v[j] for v in per_seed.values() if v[j] is not None]
+        s = spread(xs) if xs else None
+        means.append(None if s is None else s.mean)
+        spreads.append((0.0, 0) if s is None else (s.sd, s.n))
+    return means, spreads
+
+
 def _fmt(value: float | None, digits: int, sign: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -41,8 +66,9 @@ def _fmt(value: float | None, digits: int, sign: bool = False) -> str:
 
 
 def _table_md(spec: Mapping, cells: list[Cell], values: Mapping[str, list | None],
-              notes: Mapping[str, str]) -> list[str]:
-    """One paper table as markdown: per paper row three rows (ours, paper, ours - paper)."""
+              notes: Mapping[str, str], spreads: Mapping[str, list[tuple[float, int]]] | None = None) -> list[str]:
+    """One paper table as markdown: per paper row three rows (ours, paper, ours - paper). Ours is the mean
+    over seeds, written mean ± sd (n) where more than one seed finished."""
     scale = float(spec.get("scale", 1))
     digits = 3 if scale == 1 else 1
     per_class = spec["columns"] == "classes"
@@ -61,7 +87,8 @@ def _table_md(spec: Mapping, cells: list[Cell], values: Mapping[str, list | None
                     delta.append("—")
                 else:
                     v = None if got[j] is None else got[j] * scale
-                    ours.append(_fmt(v, digits))
+                    sd, n = (spreads or {}).get(cell.name, [(0.0, 1)] * len(got))[j]
+                    ours.append(_fmt(v, digits) + (f" ± {_fmt(sd * scale, digits)} ({n})" if n > 1 else ""))
                     delta.append("—" if v is None else _fmt(v - p, digits, sign=True))
         for tag, entries in (("ours", ours), ("paper", paper), ("Δ", delta)):
             lines.append(f"| {row['label']} ({tag}) | " + " | ".join(entries) + " |")
@@ -82,9 +109,22 @@ def _peak_text(labels: Sequence[str], values: Sequence[float | None]) -> tuple[s
     return f"peak at {labels[best]} ({values[best]:.3f}; ends {values[0]:.3f} / {values[-1]:.3f})", inverted
 
 
-def claims_md(table: Mapping, the_plan: Plan, values: Mapping[str, list | None]) -> list[str]:
+def paired_verdict(better: Mapping[int, list], worse: Mapping[int, list]) -> str:
+    """Whether "better > worse" holds on our mIoUs, from the per-seed differences on the seeds both have:
+    "holds" / "reversed" when |mean Δ| > SIGNIFICANCE standard errors of the paired Δ (rrm.experiments.spread),
+    "within noise" otherwise, "one seed" when fewer than 2 seeds are common (no standard error)."""
+    b = {i: v[-1] for i, v in better.items() if v[-1] is not None}
+    w = {i: v[-1] for i, v in worse.items() if v[-1] is not None}
+    if len(set(b) & set(w)) < 2:
+        return "one seed"
+    verdict = paired(w, b).verdict
+    return {"B > A": "holds", "B < A": "reversed"}.get(verdict, "within noise")
+
+
+def claims_md(table: Mapping, the_plan: Plan, values: Mapping[str, list | None],
+              per_seed: Mapping[str, Mapping[int, list]] | None = None) -> list[str]:
     """The auto-generated paragraph: for each claimed ordering, whether the paper's and our numbers
-    show it."""
+    show it; with `per_seed` (seed_values), each comparison's paired verdict over the seeds."""
     by_name = {c.name: c for c in the_plan.cells}
     scale = {c.name: float(table["tables"][c.table].get("scale", 1)) for c in the_plan.cells}
 
@@ -118,6 +158,12 @@ def claims_md(table: Mapping, the_plan: Plan, values: Mapping[str, list | None])
                       for i, (b, w) in enumerate(pairs) if i in measured and i not in agree]
             if differ:
                 text += " Different: " + "; ".join(differ) + "."
+            if per_seed is not None:
+                verdicts = [paired_verdict(per_seed.get(b, {}), per_seed.get(w, {})) for b, w in pairs]
+                counts = {v: verdicts.count(v) for v in ("holds", "reversed", "within noise", "one seed")}
+                text += (f" Paired over seeds (|mean Δ| > {SIGNIFICANCE:g} se): "
+                         + ", ".join(f"{k} {n}" for k, n in counts.items()) + "; "
+                         + "; ".join(f"{b} vs {w}: {v}" for (b, w), v in zip(pairs, verdicts, strict=True)) + ".")
         else:
             curve = claim["curve"]
             labels = [by_name[n].label for n in curve]
@@ -163,8 +209,11 @@ def render_report(table: Mapping, results: Mapping[str, Mapping], meta: Mapping,
     params = meta.get("params") or {}
     the_plan = plan(table, params)
     metric = table.get("metric", "crf")
-    values = {c.name: cell_values(c, results.get(the_plan.experiment_of[c.name]), metric)
-              for c in the_plan.cells}
+    seeds = table.get("seeds", 1)
+    per_seed = seed_values(the_plan, results, seeds, metric)
+    summary = {name: _mean_sd(runs) for name, runs in per_seed.items() if runs}
+    values = {c.name: summary[c.name][0] if c.name in summary else None for c in the_plan.cells}
+    spreads = {name: s[1] for name, s in summary.items()}
     server = "server" if not meta.get("test_labelled", True) else None
     notes = {c.name: server for c in the_plan.cells if server and c.split == "test"}
     ran = sum(v is not None for v in values.values())
@@ -175,16 +224,19 @@ def render_report(table: Mapping, results: Mapping[str, Mapping], meta: Mapping,
         "# The paper's tables, re-run", "",
         f"Generated {meta.get('date', '—')} from commit {str(meta.get('commit') or '—')[:7]} by "
         f"`rrm tables report` ({ran} of {len(values)} cells measured, {len(the_plan.overrides)} "
-        f"experiments). Ours = {scored}; Δ = ours − paper. Dataset: `{root}`. A cell marked \"{NOT_RUN}\" "
-        "has no finished experiment: `rrm tables run` computes it.", "",
+        f"experiments at seeds 0..{seeds - 1}). Ours = {scored}: the mean over the seeds that finished, "
+        "± the sample sd (n seeds) where n > 1; Δ = ours − paper. Orderings are judged on the per-seed "
+        f"differences: holds / reversed when |mean Δ| > {SIGNIFICANCE:g} standard errors of the paired Δ, "
+        f"else within noise. Dataset: `{root}`. A cell marked \"{NOT_RUN}\" has no finished experiment: "
+        "`rrm tables run` computes it.", "",
     ]
     if server:
         lines += [f"The test split of `{root}` has no masks, so test cells read \"server\": export "
                   "with `rrm export-server models/deeplab.pt --root <VOC2012> --split test` and submit the "
                   "archive to the PASCAL VOC evaluation server.", ""]
     for key, spec in table["tables"].items():
-        lines += _table_md(spec, [c for c in the_plan.cells if c.table == key], values, notes)
-    lines += claims_md(table, the_plan, values)
+        lines += _table_md(spec, [c for c in the_plan.cells if c.table == key], values, notes, spreads)
+    lines += claims_md(table, the_plan, values, per_seed)
     lines += _provenance_md(the_plan, results, params)
     text = "\n".join(lines)
     if out is not None:
