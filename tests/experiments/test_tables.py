@@ -358,8 +358,14 @@ def test_figures(table, tmp_path):
     tables.curve_figure(curve, table, _fake_results(table), PARAMS)
     assert Image.open(curve).size[0] > 100
     csv = curve.with_suffix(".csv").read_text().splitlines()
-    assert csv[0] == "ratio,ce,paper_ce,joint,paper_joint"
-    assert csv[1] == "0.1,0.412,0.486,0.45,0.428" and csv[3] == "0.3,,0.484,,0.626"
+    assert csv[0] == "ratio,ce,sd_ce,n_ce,paper_ce,joint,sd_joint,n_joint,paper_joint"
+    assert csv[1] == "0.1,0.412,,1,0.486,0.45,,1,0.428" and csv[3] == "0.3,,,0,0.484,,,0,0.626"
+    seeded = {**_fake_results(table), "t1-ce-r0.1-s1": {**_fake_results(table)["t1-ce-r0.1"],
+                                                        "metrics": _onestep(0.512)}}
+    tables.curve_figure(curve, {**table, "seeds": 2}, seeded, PARAMS)  # mean 0.462, sd 0.1 / sqrt 2
+    row = curve.with_suffix(".csv").read_text().splitlines()[1].split(",")
+    # double rounding of a mean and sd of two numbers: a few ulps
+    assert [float(v) for v in row[1:4]] == pytest.approx([0.462, 0.1 / 2 ** 0.5, 2], rel=1e-12)
     reports = tmp_path / "reports"
     for name, value in (("onestep", 0.6), ("full", 0.8)):
         (reports / name).mkdir(parents=True)

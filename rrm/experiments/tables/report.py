@@ -247,7 +247,8 @@ def render_report(table: Mapping, results: Mapping[str, Mapping], meta: Mapping,
 def curve_figure(path: str | os.PathLike, table: Mapping, results: Mapping[str, Mapping],
                  params: Mapping | None = None) -> None:
     """mIoU vs the columns of a grid table (Table 1: the ratio), one colour per row: ours solid with
-    markers, the paper's dashed. Unmeasured points are left out. Also writes the numbers as CSV beside it."""
+    markers and ± 1 sd error bars over the seeds, the paper's dashed. Unmeasured points are left out. Also
+    writes the numbers (mean, sd, n seeds, paper) as CSV beside it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -266,22 +267,27 @@ def curve_figure(path: str | os.PathLike, table: Mapping, results: Mapping[str, 
     scale = float(spec.get("scale", 1))
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     x_name = re.sub(r"\W+", "_", (spec.get("corner") or "x").strip().lower())
-    csv = [f"{x_name}," + ",".join(f"{r['key']},paper_{r['key']}" for r in spec["rows"])]
+    csv = [f"{x_name}," + ",".join(f"{r['key']},sd_{r['key']},n_{r['key']},paper_{r['key']}"
+                                   for r in spec["rows"])]
+    per_seed = seed_values(the_plan, results, table.get("seeds", 1), metric)
     series = {}
     for k, row in enumerate(spec["rows"]):
         cells = [c for c in the_plan.cells if c.table == key and c.row == row["key"]]
-        ours = [cell_values(c, results.get(the_plan.experiment_of[c.name]), metric) for c in cells]
-        ours = [None if v is None or v[0] is None else v[0] * scale for v in ours]
+        ours = [_mean_sd(per_seed[c.name]) if per_seed[c.name] else ([None], [(0.0, 0)]) for c in cells]
+        points = [(None, 0.0, 0) if m[0] is None else (m[0] * scale, sd[0][0] * scale, sd[0][1])
+                  for m, sd in ours]
         paper = [c.paper[0] for c in cells]
-        series[row["key"]] = (ours, paper)
+        series[row["key"]] = (points, paper)
         colour = f"C{k}"
         ax.plot(xs, paper, "--", color=colour, alpha=0.6, label=f"{row['label']} (paper)")
-        pts = [(x, v) for x, v in zip(xs, ours, strict=True) if v is not None]
+        pts = [(x, v, sd) for x, (v, sd, _) in zip(xs, points, strict=True) if v is not None]
         if pts:
-            ax.plot(*zip(*pts, strict=True), "o-", color=colour, label=f"{row['label']} (ours)")
+            px, py, err = zip(*pts, strict=True)
+            ax.errorbar(px, py, yerr=err, fmt="o-", color=colour, capsize=3, label=f"{row['label']} (ours)")
     for j, x in enumerate(xs):
-        csv.append(f"{x}," + ",".join(f"{'' if ours[j] is None else ours[j]},{paper[j]}"
-                                      for ours, paper in series.values()))
+        csv.append(f"{x}," + ",".join(
+            f"{'' if pts[j][0] is None else pts[j][0]},{'' if pts[j][2] < 2 else pts[j][1]},{pts[j][2]},{paper[j]}"
+            for pts, paper in series.values()))
     ax.set_xlabel(spec.get("corner") or key)
     ax.set_ylabel(METRIC_KEYS[metric][0] + (" (%)" if scale == 100 else ""))
     ax.set_title(spec["title"], fontsize=9)
