@@ -324,6 +324,9 @@ def test_report_gives_mean_sd_and_paired_verdicts_over_seeds(table):
     assert "holds 1, reversed 1, within noise 1, one seed 5" in joint  # 8 distinct pairs (t2-rrm is t1 r0.4)
     assert ("t1-joint-r0.1 vs t1-ce-r0.1: holds; t1-joint-r0.2 vs t1-ce-r0.2: within noise; "
             "t1-joint-r0.3 vs t1-ce-r0.3: reversed; t1-joint-r0.4 vs t1-ce-r0.4: one seed") in joint
+    prov = row_cells(text, "| t1-ce-r0.1-s2 |")  # every seed's run has its provenance line
+    assert prov[0] == "t1-ce-r0.1" and "-S" not in prov[1] and "seed=2" in prov[1] and prov[2] == "success"
+    assert row_cells(text, "| t1-ce-r0.4-s1 |")[2] == "not run"
 
 
 def test_report_points_test_cells_to_the_server_without_test_masks(table):

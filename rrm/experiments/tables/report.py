@@ -176,15 +176,18 @@ def claims_md(table: Mapping, the_plan: Plan, values: Mapping[str, list | None],
     return [*lines, ""]
 
 
-def _provenance_md(the_plan: Plan, results: Mapping[str, Mapping], params: Mapping) -> list[str]:
+def _provenance_md(the_plan: Plan, results: Mapping[str, Mapping], params: Mapping, seeds: int = 1) -> list[str]:
+    """One line per run: every experiment at each of its seeds (with_seeds)."""
+    seeded = with_seeds(the_plan, seeds)
     lines = ["## Where each number came from", "",
              "| experiment | cells | overrides (`dvc exp run -S`) | state | experiment commit "
              "| baseline commit | date | dataset (data.root) |", "|---|---|---|---|---|---|---|---|"]
     cells_of: dict[str, list[str]] = {}
     for cell in the_plan.cells:
         cells_of.setdefault(the_plan.experiment_of[cell.name], []).append(cell.name)
-    for exp, overrides in the_plan.overrides.items():
-        result = results.get(exp) or {}
+    runs = [(base, run) for base in the_plan.overrides for run in seeded.seeds[base]]
+    for base, exp in runs:
+        overrides, result = seeded.overrides[exp], results.get(exp) or {}
         ok, root = lookup_key(result.get("params", {}).get("params.yaml", {}), "data.root")
         dataset = "—"
         if ok:
@@ -193,7 +196,7 @@ def _provenance_md(the_plan: Plan, results: Mapping[str, Mapping], params: Mappi
         state = result.get("state", NOT_RUN)
         if result.get("stale"):
             state += " (stale: " + ", ".join(result["stale"]) + ")"
-        lines.append(f"| {exp} | {', '.join(cells_of[exp])} | `{' '.join(overrides)}` | {state} | "
+        lines.append(f"| {exp} | {', '.join(cells_of[base])} | `{' '.join(overrides)}` | {state} | "
                      f"{str(result.get('rev') or '—')[:7]} | {str(result.get('baseline') or '—')[:7]} | "
                      f"{result.get('timestamp') or '—'} | {dataset} |")
     return [*lines, ""]
@@ -237,7 +240,7 @@ def render_report(table: Mapping, results: Mapping[str, Mapping], meta: Mapping,
     for key, spec in table["tables"].items():
         lines += _table_md(spec, [c for c in the_plan.cells if c.table == key], values, notes, spreads)
     lines += claims_md(table, the_plan, values, per_seed)
-    lines += _provenance_md(the_plan, results, params)
+    lines += _provenance_md(the_plan, results, params, seeds)
     text = "\n".join(lines)
     if out is not None:
         write_text(out, text)
