@@ -60,3 +60,15 @@ def test_predict_command_writes_masks_and_counts_skips(voc_sample, tmp_path):
         f"skipped {bad}: unreadable or truncated image (cannot identify image file)",
         f"wrote 1 masks and overlays to {tmp_path / 'out'}; skipped 1"]
     assert result.output.count(str(bad)) == 1 and "Warning" not in result.output  # no Python warning
+
+
+def test_tables_run_lists_every_cell_at_the_same_seeds():
+    result = runner.invoke(app, ["tables", "run", "--dry-run", "--only", "t3", "--seeds", "2", "--params", str(PARAMS)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["t1-joint-r0.4", "t1-joint-r0.4-s1"]
+    assert [line.replace("-S seed=1", "-S seed=0").split(":", 1)[1] for line in lines[1:]] == [
+        lines[0].split(":", 1)[1]]  # the seed is the only difference
+    assert "-S seed=0" in lines[0]
+    bad = runner.invoke(app, ["tables", "run", "--dry-run", "--seeds", "0", "--params", str(PARAMS)])
+    assert bad.exit_code != 0
