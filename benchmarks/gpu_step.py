@@ -32,19 +32,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from common import BENCH_DIR, REPO, Inputs, energy_loss, machine_info, median_ms, read_params, write_report
+from rrm.experiments.pipeline import training_run
 
 from rrm.data.normalize import normalize_raw
 from rrm.engine.crf_pool import CRFPool
 from rrm.engine.mining import mine_batch
-from rrm.engine.recipe import EnergyParams, TrainSettings
+from rrm.engine.recipe import TrainSettings
 from rrm.engine.steps import step_losses
-from rrm.experiments.pipeline import training_run
-from rrm.experiments.settings import Params
 from rrm.method.cam import multiscale_cam
 from rrm.method.losses import classification_loss, split_cross_entropy
-from rrm.method.reliable import MiningParams
 from rrm.method.reliable_torch import mine_batch_torch
 from rrm.models.rrm_net import build_rrm
+from rrm.settings import EnergyParams, MiningParams, Params
 
 TARGETS = {"mining_energy_ms": 15.0, "step_ms": 180.0, "step_speedup": 5.0, "energy_rel_diff": 1e-4,
            "mining_agreement": 0.99}

@@ -24,6 +24,7 @@ from PIL import Image
 
 from rrm.data.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from rrm.io import load_image, load_mask
+from rrm.settings import Data
 
 NUM_FG = NUM_CLASSES - 1  # 20 foreground classes; labels vectors index class c at c - 1
 LIST_DIR = Path("ImageSets") / "Segmentation"
@@ -306,3 +307,8 @@ class VOCSegmentation(torch.utils.data.Dataset):
                 )
         labels = self._labels.get(name, mask_labels)  # a labels file, if given, takes precedence
         return {"name": name, "image": image, "mask": mask, "labels": labels.copy()}
+
+
+def voc_split(data: Data, split: str, *, weak: bool = False, mask_dir: str | None = None) -> VOCSegmentation:
+    """`split` of params.yaml's data.root (masks from `mask_dir`, else data.mask_dir's choice)."""
+    return VOCSegmentation(data.root, split, mask_dir=mask_dir or data.mask_dir, weak=weak)

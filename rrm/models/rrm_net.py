@@ -9,8 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from rrm.models.layers import DilatedConv2d, lr_groups, scaled
+from rrm.models.registry import Arch
 from rrm.models.resnet38 import ResNet38
+from rrm.models.trainable import freeze_modules
 from rrm.models.weights import load_rrm_weights
+from rrm.settings import RRM_ARCH
 
 NUM_FG_CLASSES = 20
 
@@ -91,3 +94,17 @@ def build_rrm(
     if weights is not None:
         load_rrm_weights(model, weights)
     return model
+
+
+def _build(*, width: float, batch_norm: bool, freeze_bn: bool, dropout: bool, init: str | None,
+           frozen: tuple[str, ...]) -> RRMNet:
+    """The registry's builder (batch_norm: ResNet-38 always has BatchNorm)."""
+    model = build_rrm(width=width, weights=init, freeze_bn=freeze_bn, dropout=dropout)
+    freeze_modules(model, frozen)
+    return model
+
+
+# From random weights ResNet-38 trains all layers alike under adam; its classifier (mode cls) and segmentation
+# (mode supervised) runs leave the other head without gradient.
+ARCHS = {RRM_ARCH: Arch(name=RRM_ARCH, build=_build, scratch_new_lr_mult=1, unused_head=lambda mode: mode != "onestep",
+                        inference="evaluate")}

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from rrm.engine import distributed
-from rrm.engine.recipe import EnergyParams, MiningSettings, OneStepRecipe, TrainSettings
+from rrm.engine.recipe import TrainSettings
 from rrm.engine.sampler import StepBatchSampler
 from rrm.engine.train import train
-from rrm.experiments.settings import load_settings
 from rrm.io import load_torch
+from rrm.settings import EnergyParams, MiningSettings, OneStepRecipe, load_settings
 
 # Started as `python runner.py SETTINGS NPROC`: distributed.launch re-runs it under torchrun, as a stage
 # does with params `nproc`. The process group it opens serves every train() call.

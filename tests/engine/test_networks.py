@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from rrm.engine.networks import build_model
 from rrm.experiments.pipeline import training_run
+
 from rrm.experiments.profiles import expand, load_profile
-from rrm.experiments.settings import load_params, parse
+from rrm.settings import load_params, parse
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 

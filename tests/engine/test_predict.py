@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from rrm.experiments.pipeline import load_model
 
 from rrm.data.classes import PALETTE
 from rrm.engine.inference import predict_probs
 from rrm.engine.predict import export_voc_server, list_images, predict_images
-from rrm.experiments.pipeline import load_model
 from rrm.io import save_torch
 from rrm.models.rrm_net import build_rrm
 

@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from rrm.engine.optim import make_optimizer
-from rrm.engine.recipe import EnergyParams, MiningSettings, OneStepRecipe, TrainSettings
+from rrm.engine.recipe import TrainSettings
 from rrm.engine.sampler import StepBatchSampler
 from rrm.engine.train import train
-from rrm.experiments.settings import load_settings
 from rrm.io import load_torch
 from rrm.models.deeplab import build_deeplab
 from rrm.models.rrm_net import build_rrm
+from rrm.settings import EnergyParams, MiningSettings, OneStepRecipe, load_settings
 
 PARAMS = load_settings(Path(__file__).resolve().parents[2] / "params.yaml")
 RECIPE = OneStepRecipe(freeze_bn=True, dropout=True, optimizer="sgd", steps=8, batch_size=2, crop_size=48,

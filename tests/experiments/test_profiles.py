@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from rrm.cli.profile import app
 from rrm.data.voc_prepare import SplitCountWarning, prepare_voc
 from rrm.experiments.profiles import apply_profile, available_profiles, expand, load_profile, yaml_float
-from rrm.experiments.settings import load_params
+from rrm.settings import load_params
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "params.yaml"
@@ -75,7 +75,9 @@ VOC_PAPER = {
     "evaluate.scales": [1.0], "evaluate.flip": False, "evaluate.crf.iterations": 10,
     "evaluate.crf.gauss_sxy": 3.0, "evaluate.crf.gauss_compat": 3.0, "evaluate.crf.bi_sxy": 83.0,
     "evaluate.crf.bi_srgb": 5.0, "evaluate.crf.bi_compat": 4.0, "export_pseudo.split": "train_aug",
-    "export_pseudo.scales": [1.0], "export_pseudo.flip": False, "export_pseudo.crf": True,
+    "export_pseudo.scales": [1.0], "export_pseudo.flip": False, "export_pseudo.crf.iterations": 10, "export_pseudo.crf.gauss_sxy": 3.0,
+    "export_pseudo.crf.gauss_compat": 3.0, "export_pseudo.crf.bi_sxy": 83.0, "export_pseudo.crf.bi_srgb": 5.0,
+    "export_pseudo.crf.bi_compat": 4.0,
     "deeplab.arch": "resnet101_v2", "deeplab.width": 1.0, "deeplab.batch_norm": False,
     "deeplab.init": "weights/resnet101-63fe2227.pth", "train_deeplab.freeze_bn": True,
     "train_deeplab.dropout": True, "train_deeplab.optimizer": "sgd", "train_deeplab.steps": 20000,
@@ -291,7 +293,8 @@ def test_apply_writes_valid_params_keeping_comments_and_top_level_alpha(workdir,
     assert after | {"alpha_ratio": 0.4} == merged  # nothing else moved
 
     from rrm.experiments.pipeline import dataset
-    from rrm.experiments.settings import parse
+
+    from rrm.settings import parse
     train = dataset(parse(after).data, after["data"]["train_split"], weak=True)  # the written paths reach the data through the pipeline
     assert train.mask_dir.resolve() == (voc_tree["sbd"] / "SegmentationClassAug").resolve()
     assert len(train) + len(train.skipped) == 18

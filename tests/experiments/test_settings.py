@@ -8,9 +8,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rrm.engine.recipe import AMP, DEEPLAB_ARCHS, LOSSES, OPTIMIZERS, PSEUDO_LABELS
-from rrm.experiments.settings import DEVICES, load_params, load_settings, parse, validate
-from rrm.method.reliable import CRF_BACKENDS, RULES
+from rrm.settings import (
+    AMP,
+    CRF_BACKENDS,
+    DEEPLAB_ARCHS,
+    DEVICES,
+    LOSSES,
+    MINING_RULES,
+    OPTIMIZERS,
+    PSEUDO_LABELS,
+    load_params,
+    load_settings,
+    parse,
+    validate,
+)
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -78,7 +89,7 @@ def test_method_dataclass_checks_are_reported_under_their_params_key():
 
 @pytest.mark.parametrize(("key", "choices"), [
     ("device", DEVICES), ("amp", AMP), ("train_cls.optimizer", OPTIMIZERS), ("train_onestep.loss", LOSSES),
-    ("train_onestep.pseudo", PSEUDO_LABELS), ("deeplab.arch", DEEPLAB_ARCHS), ("mining.rule", RULES),
+    ("train_onestep.pseudo", PSEUDO_LABELS), ("deeplab.arch", DEEPLAB_ARCHS), ("mining.rule", MINING_RULES),
     ("mining.crf_backend", CRF_BACKENDS)])
 def test_choice_lists_are_the_codes_own(key, choices):
     """Each choice the code defines is accepted, anything else is rejected naming the key."""

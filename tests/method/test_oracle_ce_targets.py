@@ -14,15 +14,15 @@ import torch
 from reference.crop import authors_crop
 from reference.mining import ce_targets, compute_seg_label
 from reference.photos import cam_like, sample_photos
+from rrm.experiments.pipeline import training_run
 from torch import nn
 
 import rrm.engine.steps as steps_module
 from rrm.data.transforms import crop_normalised, scale_flip
 from rrm.engine.crf_pool import CRFPool
 from rrm.engine.steps import step_losses
-from rrm.experiments.pipeline import training_run
 from rrm.experiments.profiles import expand
-from rrm.experiments.settings import load_params, parse
+from rrm.settings import load_params, parse
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 CROP, SCALE = 121, 0.7  # the scaled photos (<= 84 x 112) are padded in both axes

@@ -6,15 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from rrm.engine.networks import build_model
-from rrm.engine.optim import make_optimizer
-from rrm.engine.recipe import ClassifierRecipe
 from rrm.experiments.pipeline import training_run
+
+from rrm.engine.optim import make_optimizer
 from rrm.experiments.profiles import expand, load_profile
-from rrm.experiments.settings import load_params, parse
 from rrm.models.rrm_net import build_rrm
 from rrm.models.trainable import freeze_modules
+from rrm.settings import ClassifierRecipe, load_params, parse
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 PSA_FROZEN = ("conv1a", "b2", "b2_1", "b2_2")  # PSA's train_cls.py: the layers it does not train
