@@ -54,6 +54,15 @@ def train(s: TrainSettings, arch: Arch, steps: Steps) -> dict:
         return _train(s, arch, steps, device)
 
 
+def build_model(s: TrainSettings, arch: Arch, device: torch.device) -> nn.Module:
+    """The network the run starts from: `arch` (s.arch names it) with s.init's weights, on `device`."""
+    if arch.name != s.arch:
+        raise ValueError(f"training settings name network {s.arch!r}, the registry entry passed is {arch.name!r}")
+    recipe = s.recipe
+    return arch.build(width=s.width, batch_norm=s.batch_norm, freeze_bn=recipe.freeze_bn, dropout=recipe.dropout,
+                      init=s.init, frozen=recipe.frozen if isinstance(recipe, ClassifierRecipe) else ()).to(device)
+
+
 def _train(s: TrainSettings, arch: Arch, steps: Steps, device: torch.device) -> dict:
     from dvclive import Live  # imported here: dvclive pulls in DVC, which the library doesn't otherwise need
 
@@ -66,10 +75,7 @@ def _train(s: TrainSettings, arch: Arch, steps: Steps, device: torch.device) -> 
     np.random.seed(s.seed + rank)
     random.seed(s.seed + rank)
     dataset = VOCSegmentation(s.data_root, s.split, mask_dir=s.mask_dir, weak=s.mode != "supervised")
-    if arch.name != s.arch:
-        raise ValueError(f"training settings name network {s.arch!r}, the registry entry passed is {arch.name!r}")
-    model = arch.build(width=s.width, batch_norm=s.batch_norm, freeze_bn=recipe.freeze_bn, dropout=recipe.dropout,
-                       init=s.init, frozen=recipe.frozen if isinstance(recipe, ClassifierRecipe) else ()).to(device)
+    model = build_model(s, arch, device)
     if device.type == "cuda":  # NHWC activations: cuDNN's fast convolution layouts (bf16 tensor cores)
         model = model.to(memory_format=torch.channels_last)
     if world > 1 and not recipe.freeze_bn:
