@@ -292,10 +292,10 @@ def test_apply_writes_valid_params_keeping_comments_and_top_level_alpha(workdir,
     assert after["alpha_ratio"] == 0.2 and "alpha_ratio" not in after["mining"]
     assert after | {"alpha_ratio": 0.4} == merged  # nothing else moved
 
-    from rrm.experiments.pipeline import dataset
-
+    from rrm.data.voc import voc_split
     from rrm.settings import parse
-    train = dataset(parse(after).data, after["data"]["train_split"], weak=True)  # the written paths reach the data through the pipeline
+
+    train = voc_split(parse(after).data, after["data"]["train_split"], weak=True)  # the written paths reach the data through the pipeline
     assert train.mask_dir.resolve() == (voc_tree["sbd"] / "SegmentationClassAug").resolve()
     assert len(train) + len(train.skipped) == 18
 

@@ -1,6 +1,6 @@
 """The fg/bg cross-entropy targets of a one-step training step against the authors' pipeline, on real photos.
 
-The batch is the authors' crop (padding included); the step (rrm.engine.steps.step_losses) mines the whole
+The batch is the authors' crop (padding included); the step (rrm.engine.onestep.onestep_steps) mines the whole
 crop and its two CE terms must see exactly the targets of compute_seg_label + compute_joint_loss: every
 non-255 mined pixel, the padding's too. The crop mask enters only the energy loss (not run here).
 """
@@ -14,14 +14,13 @@ import torch
 from reference.crop import authors_crop
 from reference.mining import ce_targets, compute_seg_label
 from reference.photos import cam_like, sample_photos
-from rrm.experiments.pipeline import training_run
 from torch import nn
 
-import rrm.engine.steps as steps_module
+import rrm.engine.onestep as steps_module
 from rrm.data.transforms import crop_normalised, scale_flip
-from rrm.engine.crf_pool import CRFPool
-from rrm.engine.steps import step_losses
+from rrm.engine.onestep import onestep_steps
 from rrm.experiments.profiles import expand
+from rrm.experiments.training import training_run
 from rrm.settings import load_params, parse
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
@@ -66,10 +65,11 @@ def test_ce_targets_equal_authors(voc_sample: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(steps_module, "split_cross_entropy", recording)
     params = parse(expand(load_params(PARAMS), {"train_onestep.loss": "ce", "train_onestep.crop_size": CROP,
-                                                  "mining.rule": "code", "alpha_ratio": 0.4}, source="test"))
+                                                  "mining.rule": "code", "alpha_ratio": 0.4,
+                                                  "mining.pool_processes": 0}, source="test"))
     settings = training_run(params, "train_onestep", init="-", out_model="-", checkpoint="-", live_dir=None)
-    losses = step_losses(FixedCAM(torch.from_numpy(np.stack(cams))), batch, settings, CRFPool(0),
-                         torch.device("cpu"))
+    with onestep_steps(settings) as step_losses:  # pool_processes 0: the CRFs inline
+        losses = step_losses(FixedCAM(torch.from_numpy(np.stack(cams))), batch, torch.device("cpu"))
     assert set(losses) == {"cls", "ce_bg", "ce_fg"}
     target = seen[0].numpy()
     bg, fg = steps_module.split_targets(seen[0])

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import sys
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
@@ -17,13 +19,16 @@ from rrm.settings import (
     MINING_RULES,
     OPTIMIZERS,
     PSEUDO_LABELS,
+    RRM_ARCH,
+    Params,
+    Prediction,
     load_params,
     load_settings,
     parse,
     validate,
 )
 
-PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def _raw() -> dict:
@@ -136,3 +141,32 @@ def test_exponent_floats_as_dvc_writes_them_load_as_numbers(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(text)
     assert load_settings(path).train_onestep.energy.weight == 5e-08
+
+
+def test_settings_import_neither_torch_nor_the_method():
+    """The bottom layer: a stage, a tool or a CRF worker reads params.yaml without torch or pydensecrf."""
+    code = ("import sys, rrm.settings as s; s.load_settings(sys.argv[1]); "
+            "print(sorted(m for m in sys.modules if m in ('torch', 'pydensecrf') or m.startswith('rrm.') "
+            "and m != 'rrm.settings'))")
+    out = subprocess.run([sys.executable, "-c", code, str(PARAMS)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_architecture_choices_are_the_registries_names():
+    from rrm.models import deeplab, rrm_net
+
+    assert tuple(deeplab.ARCHS) == DEEPLAB_ARCHS and set(deeplab.BUILDERS) == set(DEEPLAB_ARCHS)
+    assert tuple(rrm_net.ARCHS) == (RRM_ARCH,)
+    assert {arch.inference for arch in [*deeplab.ARCHS.values(), *rrm_net.ARCHS.values()]} <= {
+        f.name for f in fields(Params) if f.type in ("Prediction", Prediction)}
+
+
+def test_alpha_ratio_is_read_from_the_top_level_key_only():
+    params = _raw()
+    params["mining"]["alpha_ratio"] = 0.9  # not a mining key: ignored
+    params["alpha_ratio"] = 0.2
+    assert parse(params).mining.params.alpha_ratio == 0.2
+    del params["alpha_ratio"]
+    with pytest.raises(ValueError, match=r"\n  alpha_ratio: missing"):
+        parse(params)
