@@ -12,7 +12,7 @@ import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
 
-from rrm.method.crf_params import CRFParams
+from rrm.settings import CRFParams
 
 
 def check_inputs(image: np.ndarray, probs: np.ndarray) -> None:
