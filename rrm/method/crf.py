@@ -12,7 +12,7 @@ import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
 
-from rrm.settings import CRFParams
+from rrm.method.crf_params import CRFParams
 
 
 def check_inputs(image: np.ndarray, probs: np.ndarray) -> None:

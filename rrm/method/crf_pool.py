@@ -25,7 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from rrm.method.crf import check_inputs, dense_crf
-from rrm.settings import CRFParams
+from rrm.method.crf_params import CRFParams
 
 T = TypeVar("T")
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from rrm.method.permutohedral import PermutohedralLattice, bilateral_features
-from rrm.settings import CRFParams
+from rrm.method.crf_params import CRFParams
 
 _UNARY_CLIP = 1e-5  # pydensecrf.utils.unary_from_softmax default
 

@@ -68,7 +68,7 @@ def _small(root: Path, profile: dict) -> dict:
     train_cls keeps steps 0 where the profile loads a ready classifier."""
     small = {"device": "cpu", "data.root": str(root), "data.mask_dir": None, "data.num_workers": 0,
              "model.width": WIDTH, "deeplab.width": WIDTH, "mining.pool_processes": 0,
-             "train_cls.resize_long": [48, 64], "evaluate.figures": 0}
+             "train_cls.resize_long": [48, 64], "figures.examples": 0}
     for stage in ("train_cls", "train_onestep", "train_full", "train_deeplab"):
         small |= {f"{stage}.crop_size": 48, f"{stage}.batch_size": 2, f"{stage}.checkpoint_every": 1,
                   f"{stage}.steps": 1}
