@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from rrm.method.permutohedral import PermutohedralLattice, bilateral_features
 from rrm.method.crf_params import CRFParams
+from rrm.method.permutohedral import PermutohedralLattice, bilateral_features
 
 _UNARY_CLIP = 1e-5  # pydensecrf.utils.unary_from_softmax default
 
