@@ -66,10 +66,11 @@ def test_head_bias_init_per_profile() -> None:
     """voc-code builds the segmentation head as network/RRM.py (nn.Conv2d's default biases); the embedded
     default keeps them at zero. train_cls builds the network that becomes models/cls.pt."""
     overrides = {"model.width": 0.0625, "model.init": None}
-    embedded = build_model(_classifier_run(overrides), torch.device("cpu"))
+    run = _classifier_run(overrides)
+    embedded = build_model(run, ARCHS[run.arch], torch.device("cpu"))
     assert torch.count_nonzero(embedded.fc8_seg_conv1.bias) == 0
     code = {**load_profile("voc-code"), **overrides, "device": "cpu", "train_cls.steps": 10}
     run = _classifier_run(code)
     assert run.head_bias == "pytorch"
-    model = build_model(run, torch.device("cpu"))
+    model = build_model(run, ARCHS[run.arch], torch.device("cpu"))
     assert torch.count_nonzero(model.fc8_seg_conv1.bias) == model.fc8_seg_conv1.bias.numel()
