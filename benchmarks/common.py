@@ -20,11 +20,10 @@ from PIL import Image
 from pydensecrf.utils import unary_from_softmax
 
 from rrm.data.classes import IGNORE_INDEX
-from rrm.engine.recipe import EnergyParams
-from rrm.experiments.settings import Params, load_settings
 from rrm.io import load_image, load_mask, write_json
 from rrm.method.cam import normalize_cam
 from rrm.method.energy_loss import dense_energy_loss
+from rrm.settings import EnergyParams, Params, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / "reports" / "bench"

@@ -35,8 +35,9 @@ from PIL import Image
 from rrm.data.coco_classes import NUM_CLASSES, VOC_TO_COCO
 from rrm.data.voc import read_split
 from rrm.io import load_image, load_mask
-from rrm.method.crf import CRFParams, dense_crf
+from rrm.method.crf import dense_crf
 from rrm.ops.crf_classes import kept_classes, label_map, pruned_crf, save_compact
+from rrm.settings import CRFParams
 
 SIZE = (480, 640)  # H, W
 TEST_CRF = {"iterations": 10, "gauss_sxy": 3.0, "gauss_compat": 3.0, "bi_sxy": 83.0, "bi_srgb": 5.0, "bi_compat": 4.0}

@@ -42,10 +42,11 @@ from common import (
     write_report,
 )
 
-from rrm.method.crf import CRFParams, dense_crf
+from rrm.method.crf import dense_crf
 from rrm.method.crf_torch import dense_crf_torch
 from rrm.method.energy_loss import dense_energy_loss
 from rrm.method.permutohedral import PermutohedralLattice, bilateral_features, exact_gaussian_filter
+from rrm.settings import CRFParams
 
 # pydensecrf's mining CRF: the authors' kernels (AffinityNet's), 10 mean-field iterations
 MINING_CRF = CRFParams(iterations=10, gauss_sxy=3.0, gauss_compat=3.0, bi_sxy=80.0, bi_srgb=13.0, bi_compat=10.0)

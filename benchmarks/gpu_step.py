@@ -7,7 +7,7 @@ a. Mining + energy loss on 4 real VOC crops: torch-backend mining (rule code, pa
    followed by the dense energy loss forward + backward (params.yaml's train_onestep.energy: sigma_xy
    100 at scale 0.5 = 50, sigma_rgb 15, K = 21), all on the device. Target <= 15 ms (H100).
 b. One ResNet-38 training step (forward, multi-scale CAM, mining, CE + energy, backward, SGD update):
-   ours = rrm.engine.train.step_losses with crf_backend torch, amp bf16, channels_last; the authors' structure
+   ours = rrm.engine.onestep.onestep_steps with crf_backend torch, amp bf16, channels_last; the authors' structure
    = the same network in fp32, the CAM copied to the CPU, pydensecrf mining one image after another
    and the energy loss on the CPU, its gradient copied back to the GPU. Targets: ours <= 180 ms,
    >= 5x faster.
@@ -35,16 +35,15 @@ from common import BENCH_DIR, REPO, Inputs, energy_loss, machine_info, median_ms
 
 from rrm.data.normalize import normalize_raw
 from rrm.engine.mining import mine_batch
-from rrm.engine.recipe import EnergyParams, TrainSettings
-from rrm.engine.steps import step_losses
-from rrm.experiments.pipeline import training_run
-from rrm.experiments.settings import Params
+from rrm.engine.onestep import onestep_steps
+from rrm.engine.recipe import TrainSettings
+from rrm.experiments.training import training_run
 from rrm.method.cam import multiscale_cam
 from rrm.method.crf_pool import CRFPool
 from rrm.method.losses import classification_loss, split_cross_entropy
-from rrm.method.reliable import MiningParams
 from rrm.method.reliable_torch import mine_batch_torch
 from rrm.models.rrm_net import build_rrm
+from rrm.settings import EnergyParams, MiningParams, Params
 
 TARGETS = {"mining_energy_ms": 15.0, "step_ms": 180.0, "step_speedup": 5.0, "energy_rel_diff": 1e-4,
            "mining_agreement": 0.99}
@@ -149,10 +148,11 @@ def part_b(args: argparse.Namespace, params: Params, device: torch.device, out: 
 
     batch = training_batch(inputs)  # pinned once, as the DataLoader's pin thread delivers it
 
-    def ours_loss() -> torch.Tensor:
-        return sum(step_losses(model, batch, ours, None, device).values())  # type: ignore[return-value]
+    with onestep_steps(ours) as step_losses:  # crf_backend torch: no CRF pool
+        def ours_loss() -> torch.Tensor:
+            return sum(step_losses(model, batch, device).values())  # type: ignore[return-value]
 
-    out["step_ours"] = median_ms(lambda: train_step(model, optimizer, ours_loss), device, 2, args.step_runs)
+        out["step_ours"] = median_ms(lambda: train_step(model, optimizer, ours_loss), device, 2, args.step_runs)
     if cuda:
         out["step_ours_peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         model = model.to(memory_format=torch.contiguous_format)

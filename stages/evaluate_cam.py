@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import argparse
 
-from rrm.experiments.pipeline import evaluate_cam
-from rrm.experiments.settings import load_settings
+from rrm.data.voc import voc_split
+from rrm.engine.device import resolve_device
+from rrm.engine.evaluate_cam import evaluate_cam
+from rrm.method.crf_pool import CRFPool
+from rrm.models.registry import load_model
+from rrm.models.rrm_net import ARCHS
+from rrm.settings import load_settings
 
 
 def main() -> None:
@@ -17,7 +22,13 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="report folder")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
-    report = evaluate_cam(load_settings(args.params), args.model, args.out)
+    p = load_settings(args.params)
+    dev = resolve_device(p.device)
+    model, _ = load_model(args.model, ARCHS, dev)
+    with CRFPool(p.mining.pool_processes) as pool:
+        report = evaluate_cam(model, voc_split(p.data, p.evaluate_cam.split, image_labels=True), args.out, scales=p.mining.cam_scales,
+                              bg_threshold=p.evaluate_cam.bg_threshold, mining=p.mining.params, pool=pool,
+                              device=dev, n_examples=p.figures.examples)
     print(f"CAM pseudo labels: mIoU {report['miou']:.4f}; reliable regions: precision "
           f"{report['reliable_precision']:.4f} on {report['reliable_fraction']:.1%} of pixels")
 

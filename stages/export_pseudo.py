@@ -1,25 +1,36 @@
 """Stage export_pseudo: the one-step network labels the training split for the two-step DeepLab.
 
-    python stages/export_pseudo.py --model models/onestep.pt --masks data/pseudo --report reports/pseudo
+    python stages/export_pseudo.py --model models/onestep.pt --masks data/pseudo
+
+Their quality against the split's masks is stage report_pseudo's (stages/report_pseudo.py).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from rrm.experiments.pipeline import export_pseudo
-from rrm.experiments.settings import load_settings
+from rrm.data.voc import voc_split
+from rrm.engine.device import resolve_device
+from rrm.engine.pseudo import export_pseudo
+from rrm.method.crf_pool import CRFPool
+from rrm.models.registry import load_model
+from rrm.models.rrm_net import ARCHS
+from rrm.settings import load_settings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the one-step network (stage train_onestep)")
     parser.add_argument("--masks", required=True, help="folder the pseudo masks are written to")
-    parser.add_argument("--report", required=True, help="report folder")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
-    report = export_pseudo(load_settings(args.params), args.model, args.masks, args.report)
-    print(f"pseudo labels: mIoU {report['miou']:.4f} on {report['n_scored']} images with masks")
+    p = load_settings(args.params)
+    s, dev = p.export_pseudo, resolve_device(p.device)
+    model, _ = load_model(args.model, ARCHS, dev)
+    with CRFPool(p.mining.pool_processes) as pool:
+        written = export_pseudo(model, voc_split(p.data, s.split, weak=True), args.masks, scales=s.scales,
+                                flip=s.flip, crf=s.crf, pool=pool, device=dev)
+    print(f"{args.masks}: {written} pseudo masks")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,23 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from rrm.experiments.pipeline import prepare_data
-from rrm.experiments.settings import load_settings
+from rrm.data.synthetic import dataset_stats, generate_dataset
+from rrm.io import write_json
+from rrm.settings import Params, load_settings
+
+
+def prepare_data(p: Params, out: str, stats: str) -> None:
+    """The embedded dataset at `out` (unless prepare_data.generate is false: real data lives at data.root),
+    and the statistics of data.root."""
+    s = p.prepare_data
+    if s.generate:
+        generate_dataset(Path(out), seed=s.seed, image_size=s.image_size, n_train=s.n_train, n_extra=s.n_extra,
+                         n_val=s.n_val, n_test=s.n_test, max_objects=s.max_objects)
+    else:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    write_json(stats, dataset_stats(Path(p.data.root)))
 
 
 def main() -> None:

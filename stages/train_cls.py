@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 
-from rrm.experiments.pipeline import run_training, training_run
-from rrm.experiments.settings import load_settings
+from rrm.engine.steps import classifier_steps
+from rrm.experiments.training import run_training, training_run
+from rrm.models.rrm_net import ARCHS
+from rrm.settings import load_settings
 
 
 def main() -> None:
@@ -23,7 +25,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     run_training(training_run(load_settings(args.params), "train_cls", out_model=args.out,
-                              checkpoint=args.checkpoint, live_dir=args.live))
+                              checkpoint=args.checkpoint, live_dir=args.live), ARCHS, classifier_steps)
 
 
 if __name__ == "__main__":

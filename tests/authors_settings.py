@@ -1,8 +1,7 @@
 """The authors' mining settings, written out once for the tests (the method dataclasses have no defaults:
 the pipeline's values live in params.yaml)."""
 
-from rrm.method.crf import CRFParams
-from rrm.method.reliable import MiningParams
+from rrm.settings import CRFParams, MiningParams
 
 CRF = CRFParams(iterations=10, gauss_sxy=3.0, gauss_compat=3.0, bi_sxy=80.0, bi_srgb=13.0,
                 bi_compat=10.0)  # AffinityNet's CRF, which RRM uses for eq. 5

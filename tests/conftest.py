@@ -62,7 +62,7 @@ TINY = {
     "train_full": {"steps": 2, "batch_size": 2, "crop_size": 48},
     "deeplab": {"width": 0.0625},
     "train_deeplab": {"steps": 2, "batch_size": 2, "crop_size": 48},
-    "evaluate": {"figures": 2},
+    "figures": {"examples": 2},
     "evaluate_deeplab": {"scales": [1.0], "flip": False},
 }
 TINY_EXPERIMENT = ("tiny-alpha-0.2", "alpha_ratio=0.2")

@@ -18,15 +18,16 @@ Checkpoint = Annotated[Path, typer.Argument(help="a checkpoint written by the pi
 
 
 def _model_and_settings(params_path: Path, checkpoint: Path, crf: bool) -> tuple[Any, object, dict]:
-    """params.yaml, the checkpoint's network on the configured device, and its inference settings
-    (the `evaluate` section for ResNet-38 networks, `evaluate_deeplab` for DeepLab)."""
-    from rrm.experiments.pipeline import load_model
-    from rrm.experiments.settings import load_settings, resolve_device
-    from rrm.models.rrm_net import RRMNet
+    """params.yaml, the checkpoint's network on the configured device, and its inference settings (the
+    params.yaml section its registry entry names: `evaluate` for ResNet-38, `evaluate_deeplab` for DeepLab)."""
+    from rrm.engine.device import resolve_device
+    from rrm.models import deeplab, rrm_net
+    from rrm.models.registry import load_model
+    from rrm.settings import load_settings
 
     cfg = load_settings(params_path)
-    model = load_model(checkpoint, resolve_device(cfg.device))
-    section = cfg.evaluate if isinstance(model, RRMNet) else cfg.evaluate_deeplab
+    model, arch = load_model(checkpoint, {**rrm_net.ARCHS, **deeplab.ARCHS}, resolve_device(cfg.device))
+    section = getattr(cfg, arch.inference)
     settings = {"scales": section.scales, "flip": section.flip, "crf": section.crf if crf else None,
                 "device": resolve_device(cfg.device)}
     return cfg, model, settings
@@ -37,7 +38,7 @@ def generate_data(root: Annotated[Path, typer.Argument(help="output VOC-layout f
                   params: Params = Path("params.yaml")) -> None:
     """Write the embedded dataset (prepare_data settings of params.yaml) to ROOT."""
     from rrm.data.synthetic import generate_dataset
-    from rrm.experiments.settings import load_params
+    from rrm.settings import load_params
 
     section = load_params(params)["prepare_data"]
     stats = generate_dataset(root, seed=section["seed"], image_size=section["image_size"],
@@ -67,13 +68,13 @@ def evaluate(checkpoint: Checkpoint,
              crf: Annotated[bool, typer.Option(help="also score dense-CRF post-processing")] = True,
              params: Params = Path("params.yaml")) -> None:
     """Score a checkpoint on a split of data.root (metrics.json, per_class.csv, pictures)."""
+    from rrm.data.voc import voc_split
     from rrm.engine.evaluate import evaluate_segmentation
-    from rrm.experiments.pipeline import dataset
     from rrm.method.crf_pool import CRFPool
 
     cfg, model, settings = _model_and_settings(params, checkpoint, crf)
     with CRFPool(cfg.mining.pool_processes) as pool:
-        report = evaluate_segmentation(model, dataset(cfg.data, split), out, pool=pool, **settings)
+        report = evaluate_segmentation(model, voc_split(cfg.data, split), out, pool=pool, **settings)
     typer.echo(f"mIoU {report['miou']:.4f}" + (f", with CRF {report['miou_crf']:.4f}" if crf else ""))
 
 

@@ -125,9 +125,10 @@ def _run_checkpoint(checkpoint: Path, todo: list[Job], options: RefineOptions, d
                     bar) -> None:
     """Score maps from this project's network (single scale), refined one image at a time."""
     from rrm.engine.inference import predict_probs
-    from rrm.experiments.pipeline import load_model
+    from rrm.models import deeplab, rrm_net
+    from rrm.models.registry import load_model
 
-    model = load_model(checkpoint, device)
+    model, _ = load_model(checkpoint, {**rrm_net.ARCHS, **deeplab.ARCHS}, device)
     backend = "pydensecrf" if device == "cpu" and _pydensecrf_installed() else "torch"
     for job in todo:
         try:

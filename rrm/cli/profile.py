@@ -57,7 +57,7 @@ def list_profiles() -> None:
 @app.command()
 def show(name: NameArgument, params: ParamsOption = Path("params.yaml")) -> None:
     """Print every setting of profile NAME, validated against PARAMS, beside PARAMS' current value."""
-    from rrm.experiments.settings import lookup
+    from rrm.settings import lookup
 
     overrides = _run(load_profile, name)
     current = yaml.safe_load(params.read_text()) if params.is_file() else {}

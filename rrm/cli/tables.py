@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from rrm.experiments.settings import read_yaml
 from rrm.experiments.tables import (
     FIGURES,
     REPORT,
@@ -21,6 +20,7 @@ from rrm.experiments.tables import (
     with_seeds,
     write_report,
 )
+from rrm.settings import read_yaml
 
 app = typer.Typer(help="The paper's Tables 1-5 as DVC experiments: run the missing cells, then report "
                        "ours beside the paper's.", no_args_is_help=True, pretty_exceptions_show_locals=False)

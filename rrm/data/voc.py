@@ -25,6 +25,7 @@ from PIL import Image
 from rrm.data.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from rrm.data.cls_labels import read_cls_labels_npy
 from rrm.io import load_image, load_mask
+from rrm.settings import Data
 
 NUM_FG = NUM_CLASSES - 1  # 20 foreground classes; labels vectors index class c at c - 1
 LIST_DIR = Path("ImageSets") / "Segmentation"
@@ -311,3 +312,12 @@ class VOCSegmentation(torch.utils.data.Dataset):
                 )
         labels = self._labels.get(name, mask_labels)  # a labels file, if given, takes precedence
         return {"name": name, "image": image, "mask": mask, "labels": labels.copy()}
+
+
+def voc_split(data: Data, split: str, *, weak: bool = False, image_labels: bool = False,
+              mask_dir: str | None = None) -> VOCSegmentation:
+    """`split` of params.yaml's data.root (masks from `mask_dir`, else data.mask_dir's choice).
+    Where the image-level labels are used (`weak`, `image_labels`: CAMs and mining) they come from
+    data.labels_file when set, which must then cover the split; scoring reads the masks only."""
+    labels_file = data.labels_file if weak or image_labels else None
+    return VOCSegmentation(data.root, split, mask_dir=mask_dir or data.mask_dir, labels_file=labels_file, weak=weak)

@@ -15,6 +15,7 @@ import torch.nn as nn
 from rrm.engine import distributed
 from rrm.engine.recipe import TrainSettings
 from rrm.io import load_torch, save_torch
+from rrm.models.registry import Arch, checkpoint_meta
 
 _NOT_FINGERPRINTED = {"out_model", "checkpoint", "live_dir", "num_workers", "device", "nproc"}
 
@@ -79,8 +80,8 @@ def save_checkpoint(s: TrainSettings, step: int, model: nn.Module, optimizer: to
                                   "settings": settings_fingerprint(s)})
 
 
-def save_model(s: TrainSettings, model: nn.Module) -> None:
-    """The finished run's weights and what rrm.experiments.pipeline.load_model needs to rebuild the network."""
-    save_torch(s.out_model, {"model": model.state_dict(), "meta": {"mode": s.mode, "width": s.width,
-                                                                   "steps": s.recipe.steps, "arch": s.arch,
-                                                                   "batch_norm": s.batch_norm}})
+def save_model(s: TrainSettings, model: nn.Module, arch: Arch) -> None:
+    """The finished run's weights and the metadata rrm.models.registry.load_model rebuilds the network from."""
+    save_torch(s.out_model, {"model": model.state_dict(),
+                             "meta": checkpoint_meta(arch, mode=s.mode, width=s.width, steps=s.recipe.steps,
+                                                     batch_norm=s.batch_norm)})

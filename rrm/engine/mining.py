@@ -12,7 +12,8 @@ import numpy as np
 
 from rrm.data.classes import IGNORE_INDEX
 from rrm.method.crf_pool import CRFPool, Handle
-from rrm.method.reliable import MiningParams, Prepared, as_numpy, crf_jobs, mine_prepared, prepare
+from rrm.method.reliable import Prepared, as_numpy, crf_jobs, mine_prepared, prepare
+from rrm.settings import MiningParams
 
 if TYPE_CHECKING:
     from torch import Tensor

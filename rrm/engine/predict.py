@@ -18,7 +18,8 @@ from rrm.data.voc import read_split
 from rrm.engine.inference import predict_probs
 from rrm.figures import overlay
 from rrm.io import atomic_path, load_image, save_mask
-from rrm.method.crf import CRFParams, dense_crf
+from rrm.method.crf import dense_crf
+from rrm.settings import CRFParams
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 SERVER_DIR = Path("results/VOC2012/Segmentation")

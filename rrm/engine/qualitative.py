@@ -9,27 +9,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from rrm.data.voc import VOCSegmentation
-from rrm.engine.evaluate import cams_and_reliable, predictions
+from rrm.engine.evaluate_cam import cams_and_reliable
+from rrm.engine.predictions import predictions
 from rrm.figures import cam_heatmap, colorize, save_grid
-from rrm.method.crf import CRFParams
 from rrm.method.crf_pool import CRFPool
-from rrm.method.reliable import MiningParams
-
-
-@dataclass(frozen=True)
-class Inference:
-    """How a network's prediction is made: the evaluate stages' scales, flip and (optional) CRF."""
-
-    scales: Sequence[float] = (1.0,)
-    flip: bool = False
-    crf: CRFParams | None = None
+from rrm.settings import MiningParams, Prediction
 
 
 def first_ids(dataset: VOCSegmentation, count: int) -> list[str]:
@@ -38,18 +28,20 @@ def first_ids(dataset: VOCSegmentation, count: int) -> list[str]:
     return list(dataset.names[:max(count, 0)])
 
 
-def _labels(model: nn.Module, samples: list[dict], inference: Inference, pool: CRFPool,
+def _labels(model: nn.Module, samples: list[dict], inference: Prediction | None, pool: CRFPool,
             device: torch.device | str, desc: str) -> list[np.ndarray]:
-    """The network's label map per sample: CRF-refined when the settings have a CRF, else the argmax."""
+    """The network's label map per sample: CRF-refined by the settings' CRF; without settings, the single-scale
+    argmax."""
+    scales, flip, crf = (inference.scales, inference.flip, inference.crf) if inference else ((1.0,), False, None)
     return [pred if refined is None else refined
-            for _, pred, refined in predictions(model, samples, scales=inference.scales, flip=inference.flip,
-                                                crf=inference.crf, pool=pool, device=device, desc=desc)]
+            for _, pred, refined in predictions(model, samples, scales=scales, flip=flip, crf=crf, pool=pool,
+                                                device=device, desc=desc)]
 
 
 def qualitative_grid(path: str | os.PathLike, dataset: VOCSegmentation, ids: Sequence[str], *,
                      classifier: nn.Module, onestep: nn.Module, deeplab: nn.Module | None = None,
-                     cam_scales: Sequence[float], mining: MiningParams, onestep_inference: Inference | None = None,
-                     deeplab_inference: Inference | None = None, pool: CRFPool, device: torch.device | str = "cpu",
+                     cam_scales: Sequence[float], mining: MiningParams, onestep_inference: Prediction | None = None,
+                     deeplab_inference: Prediction | None = None, pool: CRFPool, device: torch.device | str = "cpu",
                      cell: int = 128) -> list[str]:
     """Write the grid for the dataset's images `ids` (one row each, in order) to `path` as a PNG, atomically.
 
@@ -74,12 +66,12 @@ def qualitative_grid(path: str | os.PathLike, dataset: VOCSegmentation, ids: Seq
     columns = [[s["image"] for s in samples], [cam_heatmap(cam[0].numpy()) for cam, _ in cams],
                [colorize(reliable) for _, reliable in cams]]
     titles = ["image", "CAM", "reliable regions"]
-    networks = [("one-step", onestep, onestep_inference or Inference())]
+    networks = [("one-step", onestep, onestep_inference)]
     if deeplab is not None:
-        networks.append(("two-step", deeplab, deeplab_inference or Inference()))
+        networks.append(("two-step", deeplab, deeplab_inference))
     for title, model, inference in networks:
         columns.append([colorize(label) for label in _labels(model, samples, inference, pool, device, title)])
-        titles.append(title + (" +CRF" if inference.crf is not None else ""))
+        titles.append(title + (" +CRF" if inference is not None else ""))
     columns.append([colorize(s["mask"]) for s in samples])
     titles.append("ground truth")
     save_grid(path, [list(row) for row in zip(*columns, strict=True)], titles, cell=cell)

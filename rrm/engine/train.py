@@ -1,10 +1,13 @@
 """The training loop: classification pre-training, one-step RRM, and segmentation on given masks.
 
-One loop serves all three modes; they differ only in the loss of a step (rrm.engine.steps):
-  cls      multi-label soft-margin loss (the authors' "VOC-classification ResNet-38" weights)
-  onestep  cls + CE(bg) + CE(fg) on mined reliable regions + dense energy loss (paper eq. 8)
+One loop serves all three modes; they differ only in the loss of a step, which the caller passes with the
+network's registry entry (rrm.models.registry.Arch), so a stage loads only its own step and network:
+  cls      multi-label soft-margin loss (the authors' "VOC-classification ResNet-38" weights;
+           rrm.engine.steps.classifier_steps)
+  onestep  cls + CE(bg) + CE(fg) on mined reliable regions + dense energy loss (paper eq. 8;
+           rrm.engine.onestep.onestep_steps)
   supervised  CE on masks: ground truth (the fully supervised reference) or the one-step network's
-              pseudo masks (two-step DeepLab, any of DEEPLAB_ARCHS)
+              pseudo masks (two-step DeepLab; rrm.engine.steps.supervised_steps)
 Runs checkpoint atomically every N steps and resume from the last checkpoint after a kill
 (rrm.engine.checkpoint); batches come from the seeded sampler (rrm.engine.sampler).
 
@@ -17,6 +20,7 @@ the single-process schedule (up to dropout masks, drawn per rank). Rank 0 alone 
 from __future__ import annotations
 
 import random
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -31,25 +35,35 @@ from rrm.data.transforms import TrainBatchCollate
 from rrm.data.voc import VOCSegmentation
 from rrm.engine import distributed
 from rrm.engine.checkpoint import load_checkpoint, resume, save_checkpoint, save_model
-from rrm.engine.networks import build_model
 from rrm.engine.optim import make_optimizer
-from rrm.engine.recipe import ClassifierRecipe, OneStepRecipe, TrainSettings
+from rrm.engine.recipe import TrainSettings
 from rrm.engine.sampler import SeededCollate, SeededDataset, StepBatchSampler, check_split
-from rrm.engine.steps import step_losses
-from rrm.method.crf_pool import CRFPool
+from rrm.engine.steps import Steps
+from rrm.models.registry import Arch
+from rrm.settings import ClassifierRecipe
 
 
-def train(s: TrainSettings) -> dict:
-    """Run (or resume) a training stage and write the final weights to `s.out_model`.
+def train(s: TrainSettings, arch: Arch, steps: Steps) -> dict:
+    """Run (or resume) a training stage of network `arch` (s.arch names it) with the loss of `steps`, and
+    write the final weights to `s.out_model`.
 
     Started by torchrun with several processes, it trains with DistributedDataParallel (see module doc).
     """
     check_split(s.recipe.batch_size, distributed.torchrun_world_size())  # before any process starts work
     with distributed.process_group(s.device) as device:
-        return _train(s, device)
+        return _train(s, arch, steps, device)
 
 
-def _train(s: TrainSettings, device: torch.device) -> dict:
+def build_model(s: TrainSettings, arch: Arch, device: torch.device) -> nn.Module:
+    """The network the run starts from: `arch` (s.arch names it) with s.init's weights, on `device`."""
+    if arch.name != s.arch:
+        raise ValueError(f"training settings name network {s.arch!r}, the registry entry passed is {arch.name!r}")
+    recipe = s.recipe
+    return arch.build(width=s.width, batch_norm=s.batch_norm, freeze_bn=recipe.freeze_bn, dropout=recipe.dropout,
+                      head_bias=s.head_bias, init=s.init, frozen=recipe.frozen if isinstance(recipe, ClassifierRecipe) else ()).to(device)
+
+
+def _train(s: TrainSettings, arch: Arch, steps: Steps, device: torch.device) -> dict:
     from dvclive import Live  # imported here: dvclive pulls in DVC, which the library doesn't otherwise need
 
     rank, world = distributed.rank(), distributed.world_size()
@@ -62,7 +76,7 @@ def _train(s: TrainSettings, device: torch.device) -> dict:
     random.seed(s.seed + rank)
     dataset = VOCSegmentation(s.data_root, s.split, mask_dir=s.mask_dir, labels_file=s.labels_file,
                               weak=s.mode != "supervised")
-    model = build_model(s, device)
+    model = build_model(s, arch, device)
     if device.type == "cuda":  # NHWC activations: cuDNN's fast convolution layouts (bf16 tensor cores)
         model = model.to(memory_format=torch.channels_last)
     if world > 1 and not recipe.freeze_bn:
@@ -71,7 +85,7 @@ def _train(s: TrainSettings, device: torch.device) -> dict:
         elif main:  # torch's SyncBatchNorm is GPU-only
             print("note: BatchNorm is trained on CPU with several processes: each process normalises with "
                   "the statistics of its own slice of the batch (freeze_bn or one process avoids this)")
-    optimizer, scheduler = make_optimizer(model, s)
+    optimizer, scheduler = make_optimizer(model, s, arch.scratch_new_lr_mult)
     start = 0
     state = load_checkpoint(s)
     if state is not None:
@@ -79,11 +93,11 @@ def _train(s: TrainSettings, device: torch.device) -> dict:
         if main:
             print(f"resuming {s.mode} training from {s.checkpoint} at step {start}/{recipe.steps}")
     # DDP's constructor is a collective: no rank passes it (and later writes a checkpoint) before all loaded.
-    # cls and supervised leave one RRMNet head without gradient (seg / fc8), which DDP must be told to expect
-    # (it then warns it found none: the head is in the outputs, only the loss ignores it).
+    # A head without gradient (RRMNet's seg / fc8 under cls / supervised) DDP must be told to expect (it then
+    # warns it found none: the head is in the outputs, only the loss ignores it).
     net: nn.Module = model if world == 1 else DistributedDataParallel(
         model, device_ids=[device] if device.type == "cuda" else None,
-        find_unused_parameters=s.arch == "resnet38" and s.mode != "onestep")
+        find_unused_parameters=arch.unused_head(s.mode))
     sampler = StepBatchSampler(len(dataset), recipe.batch_size, recipe.steps, s.seed, start, rank=rank,
                                world_size=world)
     psa = recipe if isinstance(recipe, ClassifierRecipe) else None
@@ -93,16 +107,15 @@ def _train(s: TrainSettings, device: torch.device) -> dict:
     loader = DataLoader(SeededDataset(dataset), batch_sampler=sampler, collate_fn=collate,
                         num_workers=s.num_workers, pin_memory=device.type == "cuda",
                         persistent_workers=s.num_workers > 0)
-    mining = s.mining  # mode onestep: reliable regions mined on the host need the CRF pool (one per rank)
-    pool = (CRFPool(mining.pool_processes) if mining is not None and isinstance(recipe, OneStepRecipe)
-            and recipe.pseudo == "rrm" and mining.params.crf_backend == "pydensecrf" else None)
+    context = ExitStack()
+    step_losses = context.enter_context(steps(s))
     live = Live(s.live_dir, dvcyaml=False, save_dvc_exp=False, resume=start > 0) if s.live_dir and main else None
     net.train()
     history: dict[str, float] = {}
     try:
         progress = tqdm(loader, total=len(sampler), desc=f"train {s.mode}", unit="step", disable=not main)
         for step, batch in enumerate(progress, start=start + 1):
-            losses = step_losses(net, batch, s, pool, device)
+            losses = step_losses(net, batch, device)
             total = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -122,12 +135,11 @@ def _train(s: TrainSettings, device: torch.device) -> dict:
             if step % recipe.checkpoint_every == 0 or step == recipe.steps:
                 save_checkpoint(s, step, model, optimizer, scheduler)
     finally:
-        if pool is not None:
-            pool.close()
+        context.close()
         if live is not None:
             live.end()
     if main:
-        save_model(s, model)
+        save_model(s, model, arch)
         Path(s.checkpoint).unlink(missing_ok=True)  # finished: only the final model remains
     distributed.barrier()  # no rank returns (and ends the job) before rank 0's files are written
     return history

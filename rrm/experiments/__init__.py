@@ -1,1 +1,1 @@
-"""Experiments: settings from params.yaml, the pipeline objects built from them, profiles and the paper tables."""
+"""Experiments: the training stages' runs, the dvc.yaml deps generator, profiles and the paper tables."""

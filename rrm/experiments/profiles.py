@@ -2,7 +2,7 @@
 
 params.yaml stays the embedded default. `rrm profile apply voc-code` merges a profile into it: every key
 must already exist there with a value of the same kind, the merged file must pass
-`rrm.experiments.settings.validate`, the dataset root (`rrm.data.voc_prepare.prepare_voc`) and weight files
+`rrm.settings.validate`, the dataset root (`rrm.data.voc_prepare.prepare_voc`) and weight files
 must exist, and only then is params.yaml rewritten (atomically, its comments kept, so `dvc exp run -S
 alpha_ratio=0.2` and the other ablations run on top of it unchanged). `git checkout params.yaml` returns to
 the embedded default.
@@ -26,7 +26,7 @@ import yaml
 
 from rrm.experiments.configs import config_file
 
-# rrm.experiments.settings, rrm.data and rrm.io import torch: they are imported where used, so that the
+# rrm.data and rrm.io import torch: they are imported where used, so that the
 # `rrm profile` commands start instantly.
 
 PACKAGED = ("profiles",)  # folder of the shipped profiles inside rrm/experiments/configs
@@ -123,8 +123,8 @@ def _kind(value: Any) -> str:
 
 def override_problems(params: dict, overrides: dict[str, Any]) -> list[str]:
     """One line per override that names no existing setting or changes its kind (null stands for any kind:
-    paths default to null). Ranges and choices are `rrm.experiments.settings.validate`'s job."""
-    from rrm.experiments.settings import lookup
+    paths default to null). Ranges and choices are `rrm.settings.validate`'s job."""
+    from rrm.settings import lookup
 
     problems = []
     for key, value in overrides.items():
@@ -154,7 +154,7 @@ def merge(params: dict, overrides: dict[str, Any]) -> dict:
 
 def expand(params: dict, overrides: dict[str, Any], *, source: str) -> dict:
     """params.yaml with a profile's overrides, checked: one ValueError lists every bad key at once."""
-    from rrm.experiments.settings import validate
+    from rrm.settings import validate
 
     problems = override_problems(params, overrides)
     merged = merge(params, overrides)
@@ -247,8 +247,8 @@ def apply_profile(name: str | Path, params_path: str | Path = "params.yaml", *,
     Raises ValueError / FileNotFoundError listing the problems.
     """
     from rrm.data.voc_prepare import prepare_voc
-    from rrm.experiments.settings import lookup
     from rrm.io import write_text
+    from rrm.settings import lookup
 
     params_path = Path(params_path)
     base = params_path.parent

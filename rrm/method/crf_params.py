@@ -1,5 +1,6 @@
 """The dense CRF's settings, shared by the pydensecrf CRF (rrm.method.crf) and the torch one
-(rrm.method.crf_torch); this module imports nothing heavy."""
+(rrm.method.crf_torch); rrm.settings re-exports it with the other params.yaml sections. This module imports
+the standard library only, so rrm.ops (the light install: torch + numpy, no yaml) reads it too."""
 
 from __future__ import annotations
 

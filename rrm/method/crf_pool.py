@@ -24,7 +24,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from rrm.method.crf import CRFParams, check_inputs, dense_crf
+from rrm.method.crf import check_inputs, dense_crf
+from rrm.method.crf_params import CRFParams
 
 T = TypeVar("T")
 

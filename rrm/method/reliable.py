@@ -1,6 +1,6 @@
 """Reliable region mining (paper eq. 4-7, Algorithm 1 lines 4-7): CAM + dense CRF -> sparse pseudo labels.
 
-Two rules, picked by MiningParams.rule:
+Two rules, picked by MiningParams.rule (rrm.settings.MINING_RULES):
 - "paper": eq. 4-7 as printed — one CRF on [(1 - max P_fg)^gamma, P_fg]; I_cam keeps, per class
   (background included), the alpha_ratio most confident pixels of that class's argmax region;
   I_final = I_cam where it agrees with the CRF argmax, else 255.
@@ -13,58 +13,19 @@ Class ids: 0 background, c + 1 for CAM channel c; 255 = unreliable / unlabelled.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rrm.data.classes import IGNORE_INDEX
-from rrm.method.crf import CRFParams, dense_crf, dense_crfs
+from rrm.method.crf import dense_crf, dense_crfs
+from rrm.settings import CRFParams, MiningParams
 
 if TYPE_CHECKING:  # torch stays out of the CRF workers, which import this module to mine an image
     from torch import Tensor
 
-RULES = ("paper", "code")
-CRF_BACKENDS = ("pydensecrf", "torch")
 CRFJob = tuple[np.ndarray, np.ndarray, CRFParams]
 Prepared = tuple[np.ndarray, np.ndarray, np.ndarray]  # image, present-class CAMs, class ids
-
-
-@dataclass(frozen=True)
-class MiningParams:
-    """Settings of both mining rules.
-
-    alpha_ratio: fraction of each class's pixels kept as CAM-confident (paper: 0.4, Table 1 sweep).
-    gamma: background exponent of the paper rule (eq. 4). gamma_low / gamma_high: the code rule's two
-    CRF background exponents; gamma_high also makes its CAM label map. cam_min: CAM floor before the
-    code rule's percentile. bg_confident: background-score threshold for confident background.
-    crf_confident: minimum CRF posterior for a CRF-confident pixel. crf: kernel settings (eq. 5).
-    crf_backend: "pydensecrf" (the authors' CRF, on the CPU: rrm.engine.mining.mine_batch) or "torch"
-    (the same CRF on the permutohedral lattice, on the tensors' device:
-    rrm.method.reliable_torch.mine_batch_torch).
-    """
-
-    rule: str
-    alpha_ratio: float
-    gamma: float
-    gamma_low: float
-    gamma_high: float
-    cam_min: float
-    bg_confident: float
-    crf_confident: float
-    crf: CRFParams
-    crf_backend: str
-
-    def __post_init__(self) -> None:
-        if self.rule not in RULES:
-            raise ValueError(f"MiningParams.rule must be one of {RULES}, got {self.rule!r}")
-        if self.crf_backend not in CRF_BACKENDS:
-            raise ValueError(f"MiningParams.crf_backend must be one of {CRF_BACKENDS}, got {self.crf_backend!r}")
-        if not 0.0 < self.alpha_ratio <= 1.0:
-            raise ValueError(f"MiningParams.alpha_ratio must be in (0, 1], got {self.alpha_ratio!r}")
-        for name in ("gamma", "gamma_low", "gamma_high"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"MiningParams.{name} must be > 0, got {getattr(self, name)!r}")
 
 
 def as_numpy(x: np.ndarray | Tensor) -> np.ndarray:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from rrm.data.classes import IGNORE_INDEX
 from rrm.method.crf_torch import dense_crfs_torch
-from rrm.method.reliable import MiningParams
+from rrm.settings import MiningParams
 
 
 def _pack(cams: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:

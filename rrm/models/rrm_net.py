@@ -9,8 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from rrm.models.layers import DilatedConv2d, lr_groups, scaled
+from rrm.models.registry import Arch
 from rrm.models.resnet38 import ResNet38
+from rrm.models.trainable import freeze_modules
 from rrm.models.weights import load_rrm_weights
+from rrm.settings import HEAD_BIAS, RRM_ARCH
 
 NUM_FG_CLASSES = 20
 
@@ -41,8 +44,8 @@ class RRMNet(ResNet38):
         super().__init__(width=width, freeze_bn=freeze_bn, dropout=dropout)
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        if head_bias not in ("zeros", "pytorch"):
-            raise ValueError(f"head_bias must be 'zeros' or 'pytorch', got {head_bias!r}")
+        if head_bias not in HEAD_BIAS:
+            raise ValueError(f"head_bias must be one of {', '.join(HEAD_BIAS)}, got {head_bias!r}")
         channels, mid = self.out_channels, scaled(512, width)
         self.num_classes = num_classes
         self.dropout7 = nn.Dropout2d(0.5 * dropout)
@@ -96,3 +99,17 @@ def build_rrm(
     if weights is not None:
         load_rrm_weights(model, weights)
     return model
+
+
+def _build(*, width: float, batch_norm: bool, freeze_bn: bool, dropout: bool, head_bias: str, init: str | None,
+           frozen: tuple[str, ...]) -> RRMNet:
+    """The registry's builder (batch_norm: ResNet-38 always has BatchNorm)."""
+    model = build_rrm(width=width, weights=init, freeze_bn=freeze_bn, dropout=dropout, head_bias=head_bias)
+    freeze_modules(model, frozen)
+    return model
+
+
+# From random weights ResNet-38 trains all layers alike under adam; its classifier (mode cls) and segmentation
+# (mode supervised) runs leave the other head without gradient.
+ARCHS = {RRM_ARCH: Arch(name=RRM_ARCH, build=_build, scratch_new_lr_mult=1, unused_head=lambda mode: mode != "onestep",
+                        inference="evaluate")}

@@ -13,26 +13,28 @@ from pathlib import Path
 
 import pytest
 import torch
+from training import run_train
 
 from rrm.engine import distributed
-from rrm.engine.recipe import EnergyParams, MiningSettings, OneStepRecipe, TrainSettings
+from rrm.engine.recipe import TrainSettings
 from rrm.engine.sampler import StepBatchSampler
-from rrm.engine.train import train
-from rrm.experiments.settings import load_settings
 from rrm.io import load_torch
+from rrm.settings import EnergyParams, MiningSettings, OneStepRecipe, load_settings
 
 # Started as `python runner.py SETTINGS NPROC`: distributed.launch re-runs it under torchrun, as a stage
-# does with params `nproc`. The process group it opens serves every train() call.
+# does with params `nproc`. The process group it opens serves every run_train() call.
 RUNNER = """
 import sys
 from rrm.engine import distributed
 
-runs, nproc, mined = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+runs, nproc, mined, tests = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 if distributed.launch(nproc):
     sys.exit(0)
 import pickle, torch, torch.distributed as dist, torch.nn as nn  # noqa: E402 (the launcher needs none of it)
-import rrm.engine.steps as S  # noqa: E402
+import rrm.engine.onestep as S  # noqa: E402
 import rrm.engine.train as T  # noqa: E402
+sys.path.insert(0, tests)
+from training import run_train  # noqa: E402
 original, built = T.build_model, []
 recorded = torch.load(mined)
 
@@ -41,8 +43,8 @@ def replayed_targets(batch, *args):  # as _replaying in the test
 
 S._mined_targets = replayed_targets
 
-def build_without_dropout(s, device):  # as _without_dropout in the test
-    model = original(s, device)
+def build_without_dropout(s, arch, device):  # as _without_dropout in the test
+    model = original(s, arch, device)
     for m in model.modules():
         if isinstance(m, nn.modules.dropout._DropoutNd):
             m.p = 0.0
@@ -54,7 +56,7 @@ dist.init_process_group("gloo")
 with open(runs, "rb") as handle:
     settings = pickle.load(handle)
 for s in settings:
-    T.train(s)
+    run_train(s)
     torch.save(built[-1].state_dict(), f"{s.out_model}.rank{dist.get_rank()}")
 dist.destroy_process_group()
 """
@@ -86,8 +88,8 @@ def _settings(root: Path, out: Path, mode: str) -> TrainSettings:
 
 def _without_dropout(build):
     """Dropout masks are drawn per rank: without them the 1- and 2-process runs see the same network."""
-    def wrapped(s: TrainSettings, device: torch.device) -> torch.nn.Module:
-        model = build(s, device)
+    def wrapped(s: TrainSettings, arch, device: torch.device) -> torch.nn.Module:
+        model = build(s, arch, device)
         for m in model.modules():
             if isinstance(m, torch.nn.modules.dropout._DropoutNd):
                 m.p = 0.0
@@ -121,18 +123,18 @@ def test_two_processes_follow_the_single_process_run(tiny_dataset, tmp_path, mon
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     (tmp_path / "runner.py").write_text(RUNNER)
     (tmp_path / "runs.pkl").write_bytes(pickle.dumps([_settings(tiny_dataset, ddp, mode) for mode in MODES]))
-    import rrm.engine.steps as steps
+    import rrm.engine.onestep as steps
     import rrm.engine.train as module
 
     mined: dict[bytes, torch.Tensor] = {}
     monkeypatch.setattr(module, "build_model", _without_dropout(module.build_model))
     monkeypatch.setattr(steps, "_mined_targets", _recording(steps._mined_targets, mined))
     for mode in MODES:  # the reference first: the 2 ranks replay its mined targets
-        train(_settings(tiny_dataset, single, mode))
+        run_train(_settings(tiny_dataset, single, mode))
     torch.save(mined, tmp_path / "mined.pt")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     process = subprocess.Popen([sys.executable, str(tmp_path / "runner.py"), str(tmp_path / "runs.pkl"), "2",
-                                str(tmp_path / "mined.pt")], env=env,
+                                str(tmp_path / "mined.pt"), str(Path(__file__).parents[1])], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-4000:]
@@ -156,7 +158,7 @@ def test_batch_not_divisible_by_processes_is_a_clear_error(tiny_dataset, tmp_pat
     settings = _settings(tiny_dataset, tmp_path, "cls")
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun --nproc_per_node 2 would set
     with pytest.raises(ValueError, match="batch_size 3 is not divisible by the 2 training processes"):
-        train(replace(settings, recipe=replace(settings.recipe, batch_size=3)))
+        run_train(replace(settings, recipe=replace(settings.recipe, batch_size=3)))
     with pytest.raises(ValueError, match="not divisible"):
         StepBatchSampler(12, 4, steps=2, seed=0, world_size=3)
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 from authors_settings import CRF, MINING
 
-from rrm.engine.evaluate import cams_and_reliable, predictions
+from rrm.engine.evaluate_cam import cams_and_reliable
 from rrm.engine.inference import predict_probs, predict_probs_batch
 from rrm.engine.mining import mine_batch
+from rrm.engine.predictions import predictions
 from rrm.method.crf import dense_crf
 from rrm.method.crf_pool import CRFPool
 from rrm.models.rrm_net import build_rrm
@@ -89,7 +90,7 @@ def test_cams_and_reliable_overlapped_equal_one_image_at_a_time(model: torch.nn.
 
 def test_evaluation_modules_import_without_torchvision() -> None:
     """torchvision's import pulls in torch._dynamo (~3 s): the evaluation stages must not pay it."""
-    code = ("import sys, rrm.experiments.pipeline, rrm.engine.evaluate, rrm.method.crf, rrm.experiments.settings; "
+    code = ("import sys, rrm.engine.evaluate, rrm.engine.evaluate_cam, rrm.method.crf, rrm.settings; "
             "print([m for m in ('torchvision', 'dvclive') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rrm.engine.networks import build_model
-from rrm.experiments.pipeline import training_run
+from rrm.engine.train import build_model
 from rrm.experiments.profiles import expand, load_profile
-from rrm.experiments.settings import load_params, parse
+from rrm.experiments.training import training_run
+from rrm.models.rrm_net import ARCHS
+from rrm.settings import load_params, parse
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -21,7 +22,7 @@ def test_imagenet_classifier_run_starts_from_the_mxnet_file(mxnet_resnet38):
     overrides |= {"model.width": 1 / 16, "model.init": str(path)}
     params = parse(expand(load_params(PARAMS), overrides, source="test"), "test")
     run = training_run(params, "train_cls", out_model="-", checkpoint="-", live_dir=None)
-    model = build_model(run, torch.device("cpu"))
+    model = build_model(run, ARCHS[run.arch], torch.device("cpu"))
     own = model.state_dict()
     assert all(np.array_equal(own[name].numpy(), want) for name, want in expected.items())
     assert not model.conv1a.weight.requires_grad and model.b3.conv_branch2a.weight.requires_grad  # PSA's stem

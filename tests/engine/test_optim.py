@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from rrm.engine.optim import make_optimizer
-from rrm.experiments.pipeline import training_run
 from rrm.experiments.profiles import expand, load_profile
-from rrm.experiments.settings import load_params, parse
+from rrm.experiments.training import training_run
 from rrm.models.rrm_net import build_rrm
+from rrm.settings import load_params, parse
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 

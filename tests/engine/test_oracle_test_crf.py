@@ -14,11 +14,11 @@ from authors_settings import CRF as MINING_CRF
 from pydensecrf.utils import unary_from_softmax
 from reference.photos import sample_photos
 
-from rrm.engine.evaluate import predictions
+from rrm.engine.predictions import predictions
 from rrm.experiments.profiles import expand, load_profile
-from rrm.experiments.settings import load_params, parse
 from rrm.method.crf_pool import CRFPool
 from rrm.models.rrm_net import RRMNet
+from rrm.settings import load_params, parse
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 

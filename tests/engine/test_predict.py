@@ -10,8 +10,9 @@ from PIL import Image
 from rrm.data.classes import PALETTE
 from rrm.engine.inference import predict_probs
 from rrm.engine.predict import export_voc_server, list_images, predict_images
-from rrm.experiments.pipeline import load_model
 from rrm.io import save_torch
+from rrm.models import rrm_net
+from rrm.models.registry import load_model as load_checkpoint
 from rrm.models.rrm_net import build_rrm
 
 
@@ -91,3 +92,7 @@ def test_server_export_keeps_odd_image_sizes(checkpoint, voc_sample, tmp_path):
     for size, path in picked.items():
         with Image.open(tmp_path / "out/results/VOC2012/Segmentation/comp6_test_cls" / f"{path.stem}.png") as mask:
             assert mask.size == size and mask.mode == "P"
+
+
+def load_model(path):
+    return load_checkpoint(path, rrm_net.ARCHS)[0]

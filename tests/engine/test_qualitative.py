@@ -12,12 +12,13 @@ from rrm.data.classes import PALETTE
 from rrm.data.normalize import normalize
 from rrm.data.voc import VOCSegmentation
 from rrm.engine.inference import predict_probs
-from rrm.engine.qualitative import Inference, first_ids, qualitative_grid
+from rrm.engine.qualitative import first_ids, qualitative_grid
 from rrm.figures import GRID_HEADER, cam_heatmap, colorize
 from rrm.method.cam import multiscale_cam
 from rrm.method.crf_pool import CRFPool
 from rrm.models.deeplab import build_deeplab
 from rrm.models.rrm_net import build_rrm
+from rrm.settings import Prediction
 
 CELL = 48  # the tiny dataset's image size: tiles are pasted unresized, so pixels compare exactly
 
@@ -89,7 +90,7 @@ def test_cells_resized_and_crf_named(setup, tmp_path):
     val, models = setup
     ids = [val.names[-1], val.names[0]]  # explicit ids keep their order
     titles, grid = _grid(tmp_path, val, models, ids, cell=64,
-                         onestep_inference=Inference(scales=[1.0], crf=replace(CRF, iterations=2)))
+                         onestep_inference=Prediction(scales=(1.0,), flip=False, crf=replace(CRF, iterations=2)))
     assert titles[3] == "one-step +CRF" and titles[4] == "two-step"
     assert grid.shape == (GRID_HEADER + 2 * 64, 6 * 64, 3)
     first = np.asarray(Image.fromarray(val[len(val) - 1]["image"]).resize((64, 64), Image.NEAREST))

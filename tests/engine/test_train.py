@@ -6,20 +6,19 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from training import ARCHS, STEPS, run_train
 
 from rrm.engine.optim import make_optimizer
-from rrm.engine.recipe import EnergyParams, MiningSettings, OneStepRecipe, TrainSettings
+from rrm.engine.recipe import TrainSettings
 from rrm.engine.sampler import StepBatchSampler
-from rrm.engine.train import train
-from rrm.experiments.settings import load_settings
 from rrm.io import load_torch
-from rrm.models.deeplab import build_deeplab
-from rrm.models.rrm_net import build_rrm
+from rrm.settings import EnergyParams, MiningSettings, OneStepRecipe, load_settings
 
 PARAMS = load_settings(Path(__file__).resolve().parents[2] / "params.yaml")
 RECIPE = OneStepRecipe(freeze_bn=True, dropout=True, optimizer="sgd", steps=8, batch_size=2, crop_size=48,
@@ -52,27 +51,23 @@ def test_supervised_loss_decreases(tiny_dataset, tmp_path):
     history = []
     settings = _settings(tiny_dataset, tmp_path, mining=None, steps=30, lr=2e-3, optimizer="adam",
                          freeze_bn=False, checkpoint_every=100)
-    import rrm.engine.train as module
+    @contextmanager
+    def recording(s):
+        with STEPS[s.mode](s) as step:
+            def recorded(*args):
+                losses = step(*args)
+                history.append(float(sum(losses.values()).detach()))
+                return losses
+            yield recorded
 
-    original = module.step_losses
-
-    def recording(*args, **kwargs):
-        losses = original(*args, **kwargs)
-        history.append(float(sum(losses.values()).detach()))
-        return losses
-
-    module.step_losses = recording
-    try:
-        train(settings)
-    finally:
-        module.step_losses = original
+    run_train(settings, recording)
     assert len(history) == 30
     assert sum(history[-5:]) / 5 < 0.8 * sum(history[:5]) / 5
 
 
 def test_onestep_run_is_deterministic_and_cleans_up(tiny_dataset, tmp_path):
-    first = train(_settings(tiny_dataset, tmp_path / "a"))
-    second = train(_settings(tiny_dataset, tmp_path / "b"))
+    first = run_train(_settings(tiny_dataset, tmp_path / "a"))
+    second = run_train(_settings(tiny_dataset, tmp_path / "b"))
     assert set(first) == {"cls", "ce_bg", "ce_fg", "energy", "total"}
     assert first == second
     assert all(torch.isfinite(torch.tensor(v)) for v in first.values())
@@ -83,19 +78,20 @@ def test_onestep_run_is_deterministic_and_cleans_up(tiny_dataset, tmp_path):
 
 RUNNER = """
 import pickle, sys
-from rrm.engine.train import train
+sys.path.insert(0, sys.argv[2])
+from training import run_train
 with open(sys.argv[1], "rb") as handle:
-    train(pickle.load(handle))
+    run_train(pickle.load(handle))
 """
 
 
 def test_killed_run_resumes_to_identical_weights(tiny_dataset, tmp_path):
     reference = _settings(tiny_dataset, tmp_path / "ref", steps=12, checkpoint_every=2)
-    train(reference)
+    run_train(reference)
     killed = _settings(tiny_dataset, tmp_path / "kill", steps=12, checkpoint_every=2)
     (tmp_path / "settings.pkl").write_bytes(pickle.dumps(killed))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp_path / "settings.pkl")], env=env,
+    process = subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp_path / "settings.pkl"), str(Path(__file__).parents[1])], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = Path(killed.checkpoint)
     deadline = time.time() + 120
@@ -106,7 +102,7 @@ def test_killed_run_resumes_to_identical_weights(tiny_dataset, tmp_path):
     assert checkpoint.exists(), "the run finished or failed before its first checkpoint"
     step = load_torch(checkpoint)["step"]
     assert 0 < step < 12
-    train(killed)  # resumes from the checkpoint
+    run_train(killed)  # resumes from the checkpoint
     a, b = _weights(tmp_path / "ref" / "model.pt"), _weights(tmp_path / "kill" / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -118,8 +114,9 @@ def test_killed_run_resumes_to_identical_weights(tiny_dataset, tmp_path):
 ])
 def test_adam_learning_rate_multipliers(tmp_path, arch, init, new_mult):
     s = replace(_settings(tmp_path, tmp_path, mining=None, optimizer="adam", lr=1e-3, steps=10), arch=arch, init=init)
-    model = build_rrm(width=0.0625) if arch == "resnet38" else build_deeplab(arch=arch, width=0.0625)
-    optimizer, _ = make_optimizer(model, s)
+    model = ARCHS[arch].build(width=0.0625, batch_norm=False, freeze_bn=True, dropout=True, head_bias="zeros",
+                              init=None, frozen=())
+    optimizer, _ = make_optimizer(model, s, ARCHS[arch].scratch_new_lr_mult)
     lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
     assert {name: lr for name, lr in lrs.items() if name.startswith("new")} == pytest.approx(
         {name: 1e-3 * new_mult for name in lrs if name.startswith("new")})
@@ -131,7 +128,7 @@ def test_adam_learning_rate_multipliers(tmp_path, arch, init, new_mult):
 def test_onestep_with_torch_mining_and_bf16(tiny_dataset, tmp_path, pseudo):
     """crf_backend torch mines on the training device (no CRF pool); bf16 autocast keeps the losses fp32."""
     settings = replace(_settings(tiny_dataset, tmp_path, steps=2, pseudo=pseudo, mining=_torch_mining()), amp="bf16")
-    history = train(settings)
+    history = run_train(settings)
     assert set(history) == {"cls", "ce_bg", "ce_fg", "energy", "total"}
     assert all(torch.isfinite(torch.tensor(v)) for v in history.values())
 
@@ -155,7 +152,7 @@ def test_cuda_bf16_step_with_gpu_mining(tiny_dataset, tmp_path):
 
     module.mine_batch_torch = recording
     try:
-        history = train(replace(_settings(tiny_dataset, tmp_path, steps=1, mining=_torch_mining()), device="cuda",
+        history = run_train(replace(_settings(tiny_dataset, tmp_path, steps=1, mining=_torch_mining()), device="cuda",
                                 amp="bf16"))
     finally:
         module.mine_batch_torch = original

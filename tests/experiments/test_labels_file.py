@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from training import run_train
 
 from rrm.data.classes import CLASSES
-from rrm.data.voc import read_split
-from rrm.engine.train import train
-from rrm.experiments.pipeline import dataset, training_run
+from rrm.data.voc import read_split, voc_split
 from rrm.experiments.profiles import expand
-from rrm.experiments.settings import load_params, parse
+from rrm.experiments.training import training_run
 from rrm.io import load_mask
+from rrm.settings import load_params, parse
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -41,15 +41,15 @@ def test_labels_come_from_the_file_where_labels_are_used(tiny_dataset: Path, tmp
     path = tmp_path / "cls_labels.npy"
     np.save(path, labels)
     p = _params(tiny_dataset, path)
-    weak = dataset(p.data, p.data.train_split, weak=True)
+    weak = voc_split(p.data, p.data.train_split, weak=True)
     assert np.array_equal(weak[weak.names.index(first)]["labels"], labels[first])
-    assert dataset(p.data, p.data.val_split).file_labels is None  # scoring: masks only, val need not be listed
+    assert voc_split(p.data, p.data.val_split).file_labels is None  # scoring: masks only, val need not be listed
     out = tmp_path / "cls"
     run = training_run(p, "train_cls", out_model=str(out / "model.pt"), checkpoint=str(out / "last.pt"),
                        live_dir=None)
     assert run.labels_file == str(path)
     assert training_run(p, "train_full", init="-", out_model="-", checkpoint="-", live_dir=None).labels_file is None
-    history = train(run)
+    history = run_train(run)
     assert np.isfinite(history["cls"]) and (out / "model.pt").is_file()
 
 
@@ -64,6 +64,6 @@ def test_a_file_missing_ids_names_the_file_and_the_ids(tiny_dataset: Path, tmp_p
     run = training_run(p, "train_cls", out_model=str(out / "model.pt"), checkpoint=str(out / "last.pt"),
                        live_dir=None)
     with pytest.raises(ValueError) as error:
-        train(run)
+        run_train(run)
     message = str(error.value)
     assert all(f"{path}: no labels for {name!r}" in message for name in missing)

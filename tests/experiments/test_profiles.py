@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from rrm.cli.profile import app
 from rrm.data.voc_prepare import SplitCountWarning, prepare_voc
 from rrm.experiments.profiles import apply_profile, available_profiles, expand, load_profile, yaml_float
-from rrm.experiments.settings import load_params, parse
+from rrm.settings import load_params, parse
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "params.yaml"
@@ -79,7 +79,9 @@ VOC_PAPER = {
     "evaluate.scales": [1.0], "evaluate.flip": False, "evaluate.crf.iterations": 10,
     "evaluate.crf.gauss_sxy": 3.0, "evaluate.crf.gauss_compat": 3.0, "evaluate.crf.bi_sxy": 83.0,
     "evaluate.crf.bi_srgb": 5.0, "evaluate.crf.bi_compat": 4.0, "export_pseudo.split": "train_aug",
-    "export_pseudo.scales": [1.0], "export_pseudo.flip": False, "export_pseudo.crf": True,
+    "export_pseudo.scales": [1.0], "export_pseudo.flip": False, "export_pseudo.crf.iterations": 10, "export_pseudo.crf.gauss_sxy": 3.0,
+    "export_pseudo.crf.gauss_compat": 3.0, "export_pseudo.crf.bi_sxy": 83.0, "export_pseudo.crf.bi_srgb": 5.0,
+    "export_pseudo.crf.bi_compat": 4.0,
     "deeplab.arch": "resnet101_v2", "deeplab.width": 1.0, "deeplab.batch_norm": False,
     "deeplab.init.vgg16_largefov": "weights/vgg16-397923af.pth",
     "deeplab.init.resnet101_v2": "weights/resnet101-63fe2227.pth", "train_deeplab.freeze_bn": True,
@@ -300,8 +302,9 @@ def test_apply_writes_valid_params_keeping_comments_and_top_level_alpha(workdir,
     assert merged["deeplab"]["init"] == {"vgg16_largefov": "weights/vgg16-397923af.pth",  # the profile's
                                          "resnet101_v2": "weights/resnet101.pth"}  # --deeplab-weights
 
-    from rrm.experiments.pipeline import dataset
-    train = dataset(parse(after).data, after["data"]["train_split"], weak=True)  # the written paths reach the data through the pipeline
+    from rrm.data.voc import voc_split
+
+    train = voc_split(parse(after).data, after["data"]["train_split"], weak=True)  # the written paths reach the data through the pipeline
     assert train.mask_dir.resolve() == (voc_tree["sbd"] / "SegmentationClassAug").resolve()
     assert len(train) + len(train.skipped) == 18
 
@@ -372,8 +375,6 @@ def test_voc_code_resolves_to_the_authors_script_values() -> None:
     """voc-code against the authors' scripts' values, written down in tests/authors_settings.py from
     train_from_cls_weight.py, SegNet.forward and tool/imutils.py (not restated from the YAML)."""
     from authors_settings import CAM_SCALES, CRF, ENERGY, INFERENCE_CRF, MINING, ONESTEP
-
-    from rrm.experiments.settings import parse
 
     p = parse(expand(load_params(PARAMS), load_profile("voc-code"), source="test"))
     assert p.evaluate.crf == INFERENCE_CRF

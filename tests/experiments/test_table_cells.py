@@ -15,18 +15,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from training import ARCHS, run_train
 
 from rrm.data.voc import resolve_mask_dir
-from rrm.engine.networks import build_model
-from rrm.engine.train import train
-from rrm.experiments.pipeline import training_run
+from rrm.engine.train import build_model
 from rrm.experiments.profiles import expand, load_profile
-from rrm.experiments.settings import load_params, parse, read_yaml
 from rrm.experiments.tables import load_table, plan
+from rrm.experiments.training import training_run
 from rrm.io import save_torch
-from rrm.method.crf import CRFParams
 from rrm.models.deeplab import build_deeplab
 from rrm.models.rrm_net import build_rrm
+from rrm.settings import CRFParams, load_params, parse, read_yaml
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 WIDTH = 0.0625
@@ -69,7 +68,7 @@ def _small(root: Path, profile: dict) -> dict:
     train_cls keeps steps 0 where the profile loads a ready classifier."""
     small = {"device": "cpu", "data.root": str(root), "data.mask_dir": None, "data.num_workers": 0,
              "model.width": WIDTH, "deeplab.width": WIDTH, "mining.pool_processes": 0,
-             "train_cls.resize_long": [48, 64], "evaluate.figures": 0}
+             "train_cls.resize_long": [48, 64], "figures.examples": 0}
     for stage in ("train_cls", "train_onestep", "train_full", "train_deeplab"):
         small |= {f"{stage}.crop_size": 48, f"{stage}.batch_size": 2, f"{stage}.checkpoint_every": 1,
                   f"{stage}.steps": 1}
@@ -113,14 +112,14 @@ def test_every_cell_loads_its_weights_and_trains(profile: str, tiny_dataset: Pat
                                live_dir=None, init=str(cls_model) if stage == "train_onestep" else None,
                                masks=masks if stage == "train_deeplab" else None)
             if stage in ("train_cls", "train_deeplab"):  # the stages that start from a file of the profile
-                model = build_model(run, torch.device("cpu"))
+                model = build_model(run, ARCHS[run.arch], torch.device("cpu"))
                 assert _probe(model, run.arch, files[run.init]), f"{exp} {stage}: {run.init} not loaded"
             key = repr(dataclasses.replace(run, out_model="", checkpoint="", init=None if stage == "train_onestep"
                                            else run.init, mining=run.mining and dataclasses.replace(
                                                run.mining, params=dataclasses.replace(run.mining.params,
                                                                                       alpha_ratio=1.0))))
             if key not in ran:
-                history = train(run)
+                history = run_train(run)
                 assert all(torch.isfinite(torch.tensor(v)) for v in history.values()), (exp, stage, history)
                 assert Path(run.out_model).is_file()
                 ran[key] = Path(run.out_model)

@@ -18,8 +18,8 @@ from PIL import Image
 
 from rrm.data.classes import CLASSES
 from rrm.experiments import tables
-from rrm.experiments.settings import read_yaml
 from rrm.experiments.tables import runner
+from rrm.settings import read_yaml
 
 TABLE = tables.default_table()  # the packaged rrm/experiments/configs/tables.yaml
 PARAMS = {"data": {"root": "data/embedded", "val_split": "val", "test_split": "test"},

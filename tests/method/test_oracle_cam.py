@@ -79,12 +79,12 @@ def _shared_dropout_masks(model: nn.Module) -> dict[tuple[str, tuple[int, ...]],
 def test_training_step_cams_keep_train_mode_dropout(voc_sample: Path, monkeypatch) -> None:
     """In the training step the extra-scale CAMs go through the backbone in train mode, Dropout2d of b6 and
     b7 active, as the authors' SegNet.forward (model.train(), scales 0.5/1.5/2 under no_grad only)."""
-    import rrm.engine.steps as steps_module
-    from rrm.engine.steps import step_losses
-    from rrm.experiments.pipeline import training_run
+    import rrm.engine.onestep as steps_module
+    from rrm.engine.onestep import onestep_steps
     from rrm.experiments.profiles import expand
-    from rrm.experiments.settings import load_params, parse
+    from rrm.experiments.training import training_run
     from rrm.models.rrm_net import RRMNet
+    from rrm.settings import load_params, parse
 
     crop = 97
     torch.manual_seed(0)
@@ -104,11 +104,12 @@ def test_training_step_cams_keep_train_mode_dropout(voc_sample: Path, monkeypatc
     monkeypatch.setattr(steps_module, "multiscale_cam", recording)
     params = parse(expand(load_params(Path(__file__).resolve().parents[2] / "params.yaml"),
                           {"train_onestep.loss": "ce", "train_onestep.pseudo": "cam", "train_onestep.crop_size": crop,
-                           "mining.cam_scales": [0.5, 1.0, 1.5, 2.0]}, source="test"))
+                           "mining.cam_scales": [0.5, 1.0, 1.5, 2.0], "mining.pool_processes": 0}, source="test"))
     settings = training_run(params, "train_onestep", init="-", out_model="-", checkpoint="-", live_dir=None)
     batch = {"image": images, "labels": labels, "raw": torch.zeros(len(photos), 3, crop, crop),
              "roi": torch.ones(len(photos), crop, crop)}
-    step_losses(model, batch, settings, None, torch.device("cpu"))
+    with onestep_steps(settings) as step_losses:
+        step_losses(model, batch, torch.device("cpu"))
 
     def forward_cam(x: torch.Tensor) -> torch.Tensor:  # the authors' Net.forward(require_seg=False)
         return torch.relu(nn.functional.conv2d(model.features(x), model.fc8.weight))

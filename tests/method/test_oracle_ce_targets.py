@@ -1,8 +1,8 @@
 """The loss terms of a one-step training step against the authors' compute_seg_label + compute_joint_loss,
 on real photos.
 
-The batch is the authors' crop (padding included); rrm.engine.steps.step_losses mines the whole crop and
-its two cross-entropies and its energy loss must equal those of tests/reference/joint_loss.py, a fresh
+The batch is the authors' crop (padding included); the step (rrm.engine.onestep.onestep_steps) mines the whole
+crop and its two cross-entropies and its energy loss must equal those of tests/reference/joint_loss.py, a fresh
 transcription of the authors' loss (both CE terms, each averaged over its own labelled pixels of the
 whole batch). Nothing on the expected side goes through rrm's own target split or loss functions.
 """
@@ -21,13 +21,12 @@ from reference.photos import cam_like, sample_photos
 from torch import nn
 
 from rrm.data.transforms import crop_normalised, scale_flip
-from rrm.engine.steps import step_losses
-from rrm.experiments.pipeline import training_run
+from rrm.engine.onestep import onestep_steps
 from rrm.experiments.profiles import expand
-from rrm.experiments.settings import load_params, parse
-from rrm.method.crf_pool import CRFPool
+from rrm.experiments.training import training_run
 from rrm.method.energy_loss import bilateral_filter_batch
 from rrm.method.losses import split_cross_entropy
+from rrm.settings import load_params, parse
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 CROP, SCALE = 121, 0.7  # the scaled photos (<= 84 x 112) are padded in both axes; 121 * 0.5 is no integer
@@ -72,11 +71,12 @@ def test_step_losses_equal_authors(voc_sample: Path) -> None:
     energy = {"train_onestep.energy." + k: v for k, v in (("weight", 1e-7), ("sigma_rgb", 15.0),
                                                           ("sigma_xy", 100.0), ("scale", 0.5))}
     params = parse(expand(load_params(PARAMS), {"train_onestep.loss": "joint", "train_onestep.crop_size": CROP,
-                                                  "mining.rule": "code", "alpha_ratio": 0.4, **energy},
+                                                  "mining.rule": "code", "alpha_ratio": 0.4,
+                                                  "mining.pool_processes": 0, **energy},
                           source="test"))
     settings = training_run(params, "train_onestep", init="-", out_model="-", checkpoint="-", live_dir=None)
-    losses = step_losses(FixedCAM(torch.from_numpy(np.stack(cams)), seg), batch, settings, CRFPool(0),
-                         torch.device("cpu"))
+    with onestep_steps(settings) as step_losses:  # pool_processes 0: the CRFs inline
+        losses = step_losses(FixedCAM(torch.from_numpy(np.stack(cams)), seg), batch, torch.device("cpu"))
     bg, fg, dloss = compute_joint_loss(np.stack(raws), seg, np.stack(seg_labels).astype(np.float64),
                                        np.stack(rois), filter_fn=_filter_np, **AUTHORS_ENERGY)
     assert set(losses) == {"cls", "ce_bg", "ce_fg", "energy"}

@@ -17,7 +17,7 @@ from rrm.io import load_image, load_mask
 from rrm.method.cam import normalize_cam
 from rrm.method.crf import dense_crfs
 from rrm.method.crf_pool import CRFPool
-from rrm.method.reliable import MiningParams, mine_cam_only, mine_code, mine_paper
+from rrm.method.reliable import mine_cam_only, mine_code, mine_paper
 from rrm.method.reliable_torch import (
     _mine_code,
     _mine_paper,
@@ -26,6 +26,7 @@ from rrm.method.reliable_torch import (
     mine_batch_torch,
     mine_cam_only_torch,
 )
+from rrm.settings import MiningParams
 
 U = 255
 # 1, 2 and 3 classes: the packed batch pads the first images' label lists

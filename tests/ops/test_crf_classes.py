@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from rrm.io import load_image, load_mask
-from rrm.method.crf_params import CRFParams
 from rrm.method.crf_torch import dense_crf_torch
 from rrm.ops.crf_classes import expand, kept_classes, label_map, load_compact, pruned_crf, save_compact
 from rrm.ops.score_maps import RefineOptions, refine
+from rrm.settings import CRFParams
 
 TEST_CRF = {"iterations": 5, "gauss_sxy": 3.0, "gauss_compat": 3.0, "bi_sxy": 83.0, "bi_srgb": 5.0, "bi_compat": 4.0}
 NAMES = ("2007_000063", "2007_000392")
@@ -98,7 +98,8 @@ def test_compact_round_trip(tmp_path: Path) -> None:
 
 def test_mining_crf_runs_over_background_and_the_image_classes(voc_sample: Path) -> None:
     """Where labels are known no pruning is needed: mining's CRF jobs hold [background, present classes]."""
-    from rrm.method.reliable import MiningParams, crf_jobs, prepare
+    from rrm.method.reliable import crf_jobs, prepare
+    from rrm.settings import MiningParams
 
     image = load_image(voc_sample / "JPEGImages" / f"{NAMES[0]}.jpg")[:40, :50]
     cams = np.random.default_rng(0).random((20, 40, 50)).astype(np.float32)

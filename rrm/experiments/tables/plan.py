@@ -19,7 +19,7 @@ import yaml
 
 from rrm.data.classes import CLASSES
 from rrm.experiments.configs import config_file
-from rrm.experiments.settings import read_yaml
+from rrm.settings import read_yaml
 
 METRIC_KEYS = {"crf": ("miou_crf", "per_class_iou_crf"), "raw": ("miou", "per_class_iou")}
 _TEMPLATE = re.compile(r"^\$\{([A-Za-z0-9_.]+)\}$")

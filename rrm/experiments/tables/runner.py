@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rrm.experiments.settings import read_yaml
 from rrm.experiments.tables.plan import Plan, lookup_key
+from rrm.settings import read_yaml
 
 _EXP_REF = re.compile(r"^refs/exps/([0-9a-f]{2})/([0-9a-f]{38})/(.+)$")
 

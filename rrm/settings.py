@@ -1,9 +1,16 @@
-"""params.yaml: read, checked and built into one frozen dataclass per section, in this one place.
+"""params.yaml: every section's dataclass, its choice lists, and the parser that builds them, in this one place.
 
-`parse` walks the dataclasses' fields: a field's YAML value must have the field's type, and where a rule
-below asks more (a range, a choice list), that too; sections recurse. Every problem is listed at once.
-The method's own dataclasses (rrm.method: MiningParams, CRFParams) check their values when constructed;
-their errors are collected here rather than repeated. Nothing downstream re-checks or supplies defaults.
+The bottom layer: it imports only the standard library and yaml, so a stage, a tool or a CRF worker reads
+settings without torch. `parse` walks the dataclasses' fields: a field's YAML value must have the field's
+type, and where a rule below asks more (a range, a choice list), that too; sections recurse. Every problem
+is listed at once. Two field markers say where a value lives in params.yaml when that is not the field's
+own key: INLINE (a dataclass read from its parent's mapping: mining's rule keys) and AT (a key elsewhere:
+`alpha_ratio` is top-level, the interface of `dvc exp run -S alpha_ratio=0.2`). MiningParams and
+CRFParams, the method's public API, check their values when constructed; their errors are collected
+here, under the params.yaml key. Nothing downstream re-checks or supplies defaults.
+
+Choice lists name what a registry implements (rrm.engine.optim's optimisers, rrm.models' architectures,
+the mining rules); tests assert each registry and its list agree.
 """
 
 from __future__ import annotations
@@ -12,31 +19,128 @@ import os
 import re
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-import torch
 import yaml
 
-from rrm.engine.recipe import (
-    AMP,
-    DEEPLAB_ARCHS,
-    HEAD_BIAS,
-    LOSSES,
-    OPTIMIZERS,
-    PSEUDO_LABELS,
-    SCHEDULES,
-    ClassifierRecipe,
-    EnergyParams,
-    MiningSettings,
-    OneStepRecipe,
-    Recipe,
-)
-from rrm.method.crf import CRFParams
-from rrm.method.reliable import MiningParams
+from rrm.method.crf_params import CRFParams  # yaml-free, for rrm.ops (the light install)
 
 DEVICES = ("cpu", "cuda", "auto")  # auto: CUDA when present
+AMP = ("none", "bf16")  # precision of the network forward and CAM (losses stay fp32)
+OPTIMIZERS = ("sgd", "adam")  # rrm.engine.optim.OPTIMIZERS
+LOSSES = ("joint", "ce")  # one-step: CE(bg) + CE(fg) + energy (paper eq. 8) | cross-entropy only
+PSEUDO_LABELS = ("rrm", "cam")  # one-step targets: reliable regions (CAM and CRF) | CAM top-ratio only
+# one-step lr schedules: poly over all steps (PolyOptimizer_cls of train_from_cls_weight.py) | poly over the
+# first half, then every group restarts at the base lr and decays over the second (PolyOptimizer of
+# tool/torchutils.py, train_from_cls_weight(ori).py)
+SCHEDULES = ("poly", "poly_restart")
+HEAD_BIAS = ("zeros", "pytorch")  # RRMNet's new-layer biases at init: zero | nn.Conv2d's default (the authors')
+RRM_ARCH = "resnet38"  # the one-step network (rrm.models.rrm_net.ARCHS)
+DEEPLAB_ARCHS = ("vgg16_largefov", "resnet101_v2")  # the two-step networks (rrm.models.deeplab.ARCHS)
+MINING_RULES = ("paper", "code")  # rrm.method.reliable / reliable_torch implement both
+CRF_BACKENDS = ("pydensecrf", "torch")  # rrm.engine.mining (CPU pool) | rrm.method.reliable_torch
+
+INLINE = {"inline": True}  # field metadata: the dataclass is read from the parent section's own mapping
+
+
+def at(key: str) -> dict:
+    """Field metadata: the value is params.yaml's `key` (dotted, from the top), not the field's own key."""
+    return {"key": key}
+
+
+@dataclass(frozen=True)
+class MiningParams:
+    """Settings of both mining rules.
+
+    alpha_ratio: fraction of each class's pixels kept as CAM-confident (paper: 0.4, Table 1 sweep).
+    gamma: background exponent of the paper rule (eq. 4). gamma_low / gamma_high: the code rule's two
+    CRF background exponents; gamma_high also makes its CAM label map. cam_min: CAM floor before the
+    code rule's percentile. bg_confident: background-score threshold for confident background.
+    crf_confident: minimum CRF posterior for a CRF-confident pixel. crf: kernel settings (eq. 5).
+    crf_backend: "pydensecrf" (the authors' CRF, on the CPU: rrm.engine.mining.mine_batch) or "torch"
+    (the same CRF on the permutohedral lattice, on the tensors' device:
+    rrm.method.reliable_torch.mine_batch_torch).
+    """
+
+    rule: str  # one of MINING_RULES
+    alpha_ratio: float = field(metadata=at("alpha_ratio"))
+    gamma: float
+    gamma_low: float
+    gamma_high: float
+    cam_min: float
+    bg_confident: float
+    crf_confident: float
+    crf: CRFParams
+    crf_backend: str  # one of CRF_BACKENDS
+
+    def __post_init__(self) -> None:
+        if self.rule not in MINING_RULES:
+            raise ValueError(f"MiningParams.rule must be one of {MINING_RULES}, got {self.rule!r}")
+        if self.crf_backend not in CRF_BACKENDS:
+            raise ValueError(f"MiningParams.crf_backend must be one of {CRF_BACKENDS}, got {self.crf_backend!r}")
+        if not 0.0 < self.alpha_ratio <= 1.0:
+            raise ValueError(f"MiningParams.alpha_ratio must be in (0, 1], got {self.alpha_ratio!r}")
+        for name in ("gamma", "gamma_low", "gamma_high"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"MiningParams.{name} must be > 0, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A train_* section: optimisation schedule, augmentation and which layers train."""
+
+    freeze_bn: bool
+    dropout: bool  # ResNet-38's Dropout2d layers, DeepLab-LargeFOV's fc6/fc7 Dropout
+    optimizer: str  # one of OPTIMIZERS
+    steps: int
+    batch_size: int  # the global batch of one step (split across DDP processes)
+    crop_size: int
+    scale_range: tuple[float, float]
+    lr: float
+    weight_decay: float
+    momentum: float
+    poly_power: float
+    checkpoint_every: int
+
+
+@dataclass(frozen=True)
+class ClassifierRecipe(Recipe):
+    """train_cls: the recipe plus PSA's classifier augmentation and frozen stem (None / () for neither)."""
+
+    resize_long: tuple[int, int] | None  # per-image long side drawn in [low, high] instead of scale_range
+    color_jitter: tuple[float, float, float, float] | None  # brightness, contrast, saturation, hue
+    frozen: tuple[str, ...]  # top-level ResNet-38 modules left untrained
+
+
+@dataclass(frozen=True)
+class EnergyParams:
+    """Arguments of rrm.method.energy_loss.dense_energy_loss (train_onestep.energy)."""
+
+    sigma_rgb: float
+    sigma_xy: float
+    scale: float
+    weight: float
+
+
+@dataclass(frozen=True)
+class OneStepRecipe(Recipe):
+    """train_onestep: the recipe plus the one-step loss and its targets."""
+
+    loss: str  # one of LOSSES
+    pseudo: str  # one of PSEUDO_LABELS
+    energy: EnergyParams
+    schedule: str  # one of SCHEDULES
+
+
+@dataclass(frozen=True)
+class MiningSettings:
+    """The mining section: the mining rule's parameters, the CAM scales (eq. 2) and the CRF worker count."""
+
+    params: MiningParams = field(metadata=INLINE)  # mining's rule keys, and the top-level alpha_ratio
+    cam_scales: tuple[float, ...]
+    pool_processes: int  # CRF worker processes (0: inline)
 
 
 @dataclass(frozen=True)
@@ -79,16 +183,11 @@ class DeepLab:
 
 @dataclass(frozen=True)
 class Prediction:
-    """How a network's prediction is made (evaluate_deeplab)."""
+    """How a network's prediction is made: the evaluate, export_pseudo and evaluate_deeplab sections."""
 
     scales: tuple[float, ...]
     flip: bool
     crf: CRFParams  # the post-processing CRF
-
-
-@dataclass(frozen=True)
-class Evaluate(Prediction):
-    figures: int  # qualitative examples per report
 
 
 @dataclass(frozen=True)
@@ -98,21 +197,23 @@ class EvaluateCam:
 
 
 @dataclass(frozen=True)
-class ExportPseudo:
-    split: str
-    scales: tuple[float, ...]
-    flip: bool
-    crf: bool  # refine with evaluate.crf
+class ExportPseudo(Prediction):
+    split: str  # the split labelled for DeepLab
+
+
+@dataclass(frozen=True)
+class Figures:
+    examples: int  # example rows of every report's examples.png and of the qualitative figure
 
 
 @dataclass(frozen=True)
 class Params:
-    """All of params.yaml. alpha_ratio lives in mining.params (MiningParams.alpha_ratio)."""
+    """All of params.yaml. The top-level alpha_ratio is read into mining.params (MiningParams.alpha_ratio)."""
 
     seed: int
     device: str  # one of DEVICES
     nproc: int
-    amp: str  # one of rrm.engine.recipe.AMP
+    amp: str  # one of AMP
     data: Data
     prepare_data: PrepareData
     model: Model
@@ -120,12 +221,13 @@ class Params:
     mining: MiningSettings
     train_onestep: OneStepRecipe
     train_full: Recipe
-    evaluate: Evaluate
+    evaluate: Prediction
     evaluate_cam: EvaluateCam
     export_pseudo: ExportPseudo
     deeplab: DeepLab
     train_deeplab: Recipe
     evaluate_deeplab: Prediction
+    figures: Figures
 
 
 Check = tuple[Callable[[Any], bool], str]
@@ -183,9 +285,8 @@ RULES: dict[tuple[type, str], Check] = {
     (MiningSettings, "cam_scales"): _SCALES,
     (MiningSettings, "pool_processes"): _COUNT,
     (Prediction, "scales"): _SCALES,
-    (Evaluate, "figures"): _COUNT,
+    (Figures, "examples"): _COUNT,
     (EvaluateCam, "bg_threshold"): (lambda x: _num(x) and 0 <= x <= 1, "a number in [0, 1]"),
-    (ExportPseudo, "scales"): _SCALES,
 }
 # Rules for one key only, overriding the field's rule.
 KEY_RULES: dict[str, Check] = {
@@ -240,23 +341,29 @@ def _section(cls: type, node: Any, key: str, root: dict, problems: list[str]) ->
     count = len(problems)
     hints = get_type_hints(cls)
     values: dict[str, Any] = {}
+    keys: dict[str, str] = {}  # field -> its params.yaml key, for the constructor's errors
     unresolved = False  # a BY_ARCH key without a valid deeplab.arch (reported at deeplab.arch)
-    for field in fields(cls):
-        dotted = _key(f"{key}.{field.name}" if key else field.name)
-        hint = hints[field.name]
-        entries = node
+    for f in fields(cls):
+        hint = hints[f.name]
+        if f.metadata.get("inline"):  # read from this section's own mapping
+            values[f.name] = _section(hint, node, key, root, problems)
+            continue
+        if "key" in f.metadata:  # a key elsewhere in params.yaml
+            dotted = f.metadata["key"]
+            parent, _, name = dotted.rpartition(".")
+            holder = lookup(root, parent, _ABSENT) if parent else root
+        else:
+            dotted, holder, name = f"{key}.{f.name}" if key else f.name, node, f.name
         if dotted in BY_ARCH:
-            entries, dotted = _arch_entry(node, field.name, dotted, root, problems)
-            if entries is None:
+            holder, dotted = _arch_entry(holder, name, dotted, root, problems)
+            if holder is None:
                 unresolved = True
                 continue
-        if cls is MiningSettings and field.name == "params":  # the mining rule's keys, and alpha_ratio
-            values["params"] = _section(MiningParams, {**node, "alpha_ratio": root.get("alpha_ratio", _ABSENT)},
-                                        key, root, problems)
-        elif is_dataclass(hint):
-            values[field.name] = _section(hint, entries.get(field.name, _ABSENT), dotted, root, problems)
+        keys[f.name] = dotted
+        if is_dataclass(hint):
+            values[f.name] = _section(hint, holder.get(name, _ABSENT), dotted, root, problems)
         else:
-            values[field.name] = _value(entries, field.name, _rule(cls, field.name, dotted, hint), dotted, problems)
+            values[f.name] = _value(holder, name, _rule(cls, f.name, dotted, hint), dotted, problems)
     if len(problems) > count or unresolved:
         return None
     if cls in SELF_CHECKED:
@@ -264,8 +371,8 @@ def _section(cls: type, node: Any, key: str, root: dict, problems: list[str]) ->
             return cls(**values)
         except ValueError as error:  # "MiningParams.alpha_ratio must be ...": name the params.yaml key
             name = re.match(r"\w+\.(\w+)", str(error))
-            if name and name[1] in values:
-                problems.append(f"  {_key(f'{key}.{name[1]}')}: {values[name[1]]!r}: {error}")
+            if name and name[1] in keys:
+                problems.append(f"  {keys[name[1]]}: {values[name[1]]!r}: {error}")
             else:
                 problems.append(f"  {key}: {error}")
             return None
@@ -286,14 +393,9 @@ def _arch_entry(node: dict, name: str, key: str, root: dict, problems: list[str]
     return {name: table[arch]}, f"{key}.{arch}"
 
 
-def _key(dotted: str) -> str:
-    """The params.yaml key of a field: MiningParams.alpha_ratio is the top-level alpha_ratio."""
-    return "alpha_ratio" if dotted == "mining.alpha_ratio" else dotted
-
-
-def _value(node: dict, name: str, check: Check, key: str, problems: list[str]) -> Any:
+def _value(node: Any, name: str, check: Check, key: str, problems: list[str]) -> Any:
     ok, what = check
-    if name not in node or node[name] is _ABSENT:
+    if not isinstance(node, dict) or name not in node or node[name] is _ABSENT:
         problems.append(f"  {key}: missing (expected {what})")
         return None
     value = node[name]
@@ -376,12 +478,3 @@ def load_params(path: str | os.PathLike = "params.yaml") -> dict:
 def load_settings(path: str | os.PathLike = "params.yaml") -> Params:
     """params.yaml built into its dataclasses (what the stages run on)."""
     return parse(_read(Path(path)), str(path))
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present; asking for CUDA without one is an error, not a silent CPU run."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("params.yaml: device is 'cuda' but no CUDA device is available (use cpu or auto)")
-    return torch.device(name)

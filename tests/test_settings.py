@@ -2,17 +2,33 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import sys
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from rrm.engine.recipe import AMP, DEEPLAB_ARCHS, LOSSES, OPTIMIZERS, PSEUDO_LABELS
-from rrm.experiments.settings import DEVICES, load_params, load_settings, parse, validate
-from rrm.method.reliable import CRF_BACKENDS, RULES
+from rrm.settings import (
+    AMP,
+    CRF_BACKENDS,
+    DEEPLAB_ARCHS,
+    DEVICES,
+    LOSSES,
+    MINING_RULES,
+    OPTIMIZERS,
+    PSEUDO_LABELS,
+    RRM_ARCH,
+    Params,
+    Prediction,
+    load_params,
+    load_settings,
+    parse,
+    validate,
+)
 
-PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def _raw() -> dict:
@@ -81,7 +97,7 @@ def test_method_dataclass_checks_are_reported_under_their_params_key():
 
 @pytest.mark.parametrize(("key", "choices"), [
     ("device", DEVICES), ("amp", AMP), ("train_cls.optimizer", OPTIMIZERS), ("train_onestep.loss", LOSSES),
-    ("train_onestep.pseudo", PSEUDO_LABELS), ("deeplab.arch", DEEPLAB_ARCHS), ("mining.rule", RULES),
+    ("train_onestep.pseudo", PSEUDO_LABELS), ("deeplab.arch", DEEPLAB_ARCHS), ("mining.rule", MINING_RULES),
     ("mining.crf_backend", CRF_BACKENDS)])
 def test_choice_lists_are_the_codes_own(key, choices):
     """Each choice the code defines is accepted, anything else is rejected naming the key."""
@@ -154,3 +170,33 @@ def test_per_architecture_keys_follow_deeplab_arch():
     with pytest.raises(ValueError, match=r"deeplab\.arch: 'vgg19' is not one of") as error:
         parse(raw)
     assert "entry per architecture" not in str(error.value)
+
+
+def test_settings_import_neither_torch_nor_the_method():
+    """The bottom layer: a stage, a tool or a CRF worker reads params.yaml without torch or pydensecrf (its one
+    rrm import is CRFParams' stdlib-only module, which rrm.ops shares without yaml)."""
+    code = ("import sys, rrm.settings as s; s.load_settings(sys.argv[1]); "
+            "print(sorted(m for m in sys.modules if m in ('torch', 'pydensecrf') or m.startswith('rrm.') "
+            "and m not in ('rrm.settings', 'rrm.method', 'rrm.method.crf_params')))")
+    out = subprocess.run([sys.executable, "-c", code, str(PARAMS)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_architecture_choices_are_the_registries_names():
+    from rrm.models import deeplab, rrm_net
+
+    assert tuple(deeplab.ARCHS) == DEEPLAB_ARCHS and set(deeplab.BUILDERS) == set(DEEPLAB_ARCHS)
+    assert tuple(rrm_net.ARCHS) == (RRM_ARCH,)
+    assert {arch.inference for arch in [*deeplab.ARCHS.values(), *rrm_net.ARCHS.values()]} <= {
+        f.name for f in fields(Params) if f.type in ("Prediction", Prediction)}
+
+
+def test_alpha_ratio_is_read_from_the_top_level_key_only():
+    params = _raw()
+    params["mining"]["alpha_ratio"] = 0.9  # not a mining key: ignored
+    params["alpha_ratio"] = 0.2
+    assert parse(params).mining.params.alpha_ratio == 0.2
+    del params["alpha_ratio"]
+    with pytest.raises(ValueError, match=r"\n  alpha_ratio: missing"):
+        parse(params)
