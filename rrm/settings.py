@@ -109,6 +109,7 @@ class Recipe:
 class ClassifierRecipe(Recipe):
     """train_cls: the recipe plus PSA's classifier augmentation and frozen stem (None / () for neither)."""
 
+    seed: int  # the classifier's own seed: like the authors' released classifier, an input of the later stages
     resize_long: tuple[int, int] | None  # per-image long side drawn in [low, high] instead of scale_range
     color_jitter: tuple[float, float, float, float] | None  # brightness, contrast, saturation, hue
     frozen: tuple[str, ...]  # top-level ResNet-38 modules left untrained

@@ -39,7 +39,8 @@ def training_run(p: Params, stage: str, *, out_model: str, checkpoint: str, live
         data_root=p.data.root, split=p.export_pseudo.split if deeplab else p.data.train_split,
         mask_dir=str(Path(masks).resolve()) if masks is not None else p.data.mask_dir,
         labels_file=None if MODES[stage] == "supervised" else p.data.labels_file,
-        out_model=out_model, checkpoint=checkpoint, live_dir=live_dir, seed=p.seed,
+        out_model=out_model, checkpoint=checkpoint, live_dir=live_dir,
+        seed=p.train_cls.seed if stage == "train_cls" else p.seed,
         device=str(resolve_device(p.device)), amp=p.amp, num_workers=p.data.num_workers, nproc=p.nproc,
         recipe=getattr(p, stage), mining=p.mining if stage == "train_onestep" else None)
 
