@@ -83,7 +83,8 @@ def _light_env(tmp_path: Path) -> Path:
 def _distributions(python: Path) -> set[str]:
     code = ("import importlib.metadata as m, json; "
             "print(json.dumps(sorted({m.metadata['Name'].lower().replace('_', '-') for m in m.distributions()})))")
-    out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True)
+    # -I: no cwd on sys.path, so a checkout's rrm.egg-info (from the editable install) is not counted
+    out = subprocess.run([str(python), "-I", "-c", code], check=True, capture_output=True, text=True)
     return set(json.loads(out.stdout))
 
 
