@@ -169,14 +169,14 @@ def test_voc_code_starts_from_psas_classifier_and_imagenet_is_one_profile_away()
     of train_aug, per-image long side 256-512, ColorJitter(0.3, 0.3, 0.3, 0.1), stem not trained."""
     code, imagenet = load_profile("voc-code"), load_profile("voc-code-imagenet")
     assert code["model.init"] == "weights/res38_cls.pth" and code["train_cls.steps"] == 0
-    assert imagenet["model.init"] == "weights/ilsvrc-cls_rna-a1_cls1000_ep-0001.pth"
+    assert imagenet["model.init"] == "weights/ilsvrc-cls_rna-a1_cls1000_ep-0001.params"
     psa = {"train_cls.steps": 9915, "train_cls.batch_size": 16, "train_cls.crop_size": 448, "train_cls.lr": 0.1,
            "train_cls.weight_decay": 5e-4, "train_cls.resize_long": [256, 512],
            "train_cls.color_jitter": [0.3, 0.3, 0.3, 0.1], "train_cls.frozen": ["conv1a", "b2", "b2_1", "b2_2"]}
     assert {key: imagenet[key] for key in psa} == psa
     assert 9915 == 10_582 // 16 * 15  # PSA: max_step = len(train_aug) // batch_size * epochs
     assert {k: v for k, v in imagenet.items() if code.get(k) != v} == {
-        "model.init": "weights/ilsvrc-cls_rna-a1_cls1000_ep-0001.pth", "train_cls.steps": 9915}
+        "model.init": "weights/ilsvrc-cls_rna-a1_cls1000_ep-0001.params", "train_cls.steps": 9915}
 
 @pytest.mark.parametrize("value", [1e-7, 7e-4, 2.5e-4, 1e20, 0.1, 20000.0, -3e-9])
 def test_yaml_float_reads_back_with_pyyaml(value):

@@ -2,8 +2,9 @@
 resolves to valid parameters, picks its network's published test CRF, and each of its training stages
 loads the weight file of its own architecture and runs a step.
 
-The weight files are stand-ins at 1/16 width with the keys of the real ones (PSA's res38_cls.pth and
-ImageNet ResNet-38, torchvision's VGG-16 and ResNet-101), written where the profiles name them; the data
+The weight files are stand-ins at 1/16 width with the keys of the real ones (PSA's res38_cls.pth,
+torchvision's VGG-16 and ResNet-101; PSA's ImageNet ResNet-38 as an MXNet file in the layout and key names of
+the one real MXNet wrote, ../shared/reference), written where the profiles name them; the data
 is the tiny generated VOC tree. Cells that differ only in alpha_ratio share one run per stage: the ratio
 only moves the mining threshold (tested in tests/method).
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mxnet_files import ndarray_file, psa_name, record
 from training import ARCHS, run_train
 
 from rrm.data.voc import resolve_mask_dir
@@ -24,6 +26,7 @@ from rrm.experiments.tables import load_table, plan
 from rrm.experiments.training import training_run
 from rrm.io import save_torch
 from rrm.models.deeplab import build_deeplab
+from rrm.models.mxnet_params import read_ndarray_list
 from rrm.models.rrm_net import build_rrm
 from rrm.settings import CRFParams, load_params, parse, read_yaml
 
@@ -37,21 +40,22 @@ PUBLISHED_CRF = {
     "resnet101_v2": CRFParams(iterations=10, gauss_sxy=1.0, gauss_compat=3.0, bi_sxy=67.0, bi_srgb=3.0,
                               bi_compat=4.0),
 }
+IMAGENET = "weights/ilsvrc-cls_rna-a1_cls1000_ep-0001.params"
 WEIGHTS = {"vgg16_largefov": "weights/vgg16-397923af.pth", "resnet101_v2": "weights/resnet101-63fe2227.pth"}
 # A tensor of each stand-in the network must hold once built: (file, model key, file key).
 PROBES = {"resnet38": ("conv1a.weight", "conv1a.weight"), "vgg16_largefov": ("features.0.weight", "features.0.weight"),
           "resnet101_v2": ("backbone.conv1.weight", "conv1.weight")}
 
 
-def _stand_ins(root: Path) -> dict[str, dict[str, torch.Tensor]]:
-    """The weight files every profile names, at WIDTH, under root/weights; returns their contents."""
+def _stand_ins(root: Path, mxnet_oracle: tuple[Path, dict] | None) -> dict[str, dict[str, torch.Tensor]]:
+    """The weight files the profiles name, at WIDTH, under root/weights (PSA's ImageNet `.params` where
+    mxnet_oracle is given); returns their contents."""
     torch.manual_seed(0)
     rrm = build_rrm(width=WIDTH).state_dict()
     vgg = build_deeplab(arch="vgg16_largefov", width=WIDTH).state_dict()
     resnet = build_deeplab(arch="resnet101_v2", width=WIDTH).state_dict()
     files = {
         "weights/res38_cls.pth": {k: v for k, v in rrm.items() if not k.startswith("fc8_seg")},  # PSA's classifier
-        "weights/ilsvrc-cls_rna-a1_cls1000_ep-0001.pth": {k: v for k, v in rrm.items() if not k.startswith("fc8")},
         WEIGHTS["vgg16_largefov"]: {**{k: v for k, v in vgg.items() if k.startswith("features.")},
                                     "classifier.6.weight": torch.randn(1000, 8), "classifier.6.bias": torch.zeros(1000)},
         WEIGHTS["resnet101_v2"]: {**{k.removeprefix("backbone."): v for k, v in resnet.items()
@@ -60,6 +64,14 @@ def _stand_ins(root: Path) -> dict[str, dict[str, torch.Tensor]]:
     }
     for name, state in files.items():
         save_torch(root / name, state)
+    if mxnet_oracle is None:
+        return files
+    # PSA's ImageNet ResNet-38 as users download it: an MXNet file with the keys and layout of the one real
+    # MXNet wrote (its random values would overflow a forward pass), holding the stand-in's trained-like values
+    names, arrays = read_ndarray_list(mxnet_oracle[0])
+    values = [rrm[psa_name(name)].numpy() if psa_name(name) else array for name, array in zip(names, arrays, strict=True)]
+    (root / IMAGENET).write_bytes(ndarray_file([record(v, "v2") for v in values], names))
+    files[IMAGENET] = {psa_name(name): torch.from_numpy(v) for name, v in zip(names, values, strict=True) if psa_name(name)}
     return files
 
 
@@ -88,9 +100,9 @@ def _probe(model: torch.nn.Module, arch: str, state: dict[str, torch.Tensor]) ->
 
 @pytest.mark.parametrize("profile", ["voc-code", "voc-paper", "voc-code-imagenet"])
 def test_every_cell_loads_its_weights_and_trains(profile: str, tiny_dataset: Path, tmp_path: Path,
-                                                 monkeypatch) -> None:
+                                                 request: pytest.FixtureRequest, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # the profiles' relative weight paths
-    files = _stand_ins(tmp_path)
+    files = _stand_ins(tmp_path, request.getfixturevalue("mxnet_resnet38") if profile == "voc-code-imagenet" else None)
     overrides = load_profile(profile)
     base = expand(load_params(PARAMS), {**overrides, **_small(tiny_dataset, overrides)}, source=profile)
     the_plan = plan(load_table(), base)
