@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from common import BENCH_DIR, VOC_SAMPLE, machine_info, timed, write_report
 from PIL import Image
 
-from rrm.data.coco_classes import NUM_CLASSES, VOC_TO_COCO
+from rrm.data.coco_classes import VOC_TO_COCO
+from rrm.data.datasets import COCO
 from rrm.data.voc import read_split
 from rrm.io import load_image, load_mask
 from rrm.method.crf import dense_crf
@@ -66,10 +67,10 @@ def model_like_probs(mask: np.ndarray, seed: int, temperature: float = 1.5) -> n
     target = torch.from_numpy(mask.astype(np.int64))
     target = target.where(target != 255, 0)
     present = torch.unique(target)
-    logits = torch.zeros(1, NUM_CLASSES, *SIZE)
+    logits = torch.zeros(1, COCO.num_classes, *SIZE)
     onehot = torch.stack([(target == c).float() for c in present])[None]
     logits[0, present] = 9.0 * _blur(onehot, sigma=6.0)[0] + 2.5 * _smooth_field(len(present), gen)[0]
-    absent = torch.tensor([c for c in range(1, NUM_CLASSES) if c not in set(present.tolist())])
+    absent = torch.tensor([c for c in range(1, COCO.num_classes) if c not in set(present.tolist())])
     distractors = absent[torch.randperm(len(absent), generator=gen)[:3]]
     logits[0, distractors] = 5.0 * _smooth_field(3, gen, cells=4)[0].clamp(min=0) - 1.0
     return torch.softmax(logits / temperature, dim=1)[0].numpy()

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from common import BENCH_DIR, NAMES, REPO, crop_batch, fake_cams, machine_info, read_params, write_report
 
-from rrm.data.classes import IGNORE_INDEX
+from rrm.data.datasets import IGNORE_INDEX, VOC
 from rrm.engine.metrics import ConfusionMatrix
 from rrm.engine.mining import mine_batch
 from rrm.method.crf_pool import CRFPool
@@ -90,7 +90,7 @@ def main() -> None:
     # the two workers did not get; during the sequential runs they mostly use the core left idle.
     share_pool, share_seq = foreign_pool / (sum(pool_times) * cores), foreign_seq / (sum(seq_times) * cores)
 
-    quality = ConfusionMatrix()
+    quality = ConfusionMatrix(VOC.num_classes)
     quality.update(masks, sequential)  # precision of the mined labels on their labelled pixels
     labelled = float((sequential[roi] != IGNORE_INDEX).mean())
     pool_s, seq_s = statistics.median(pool_times), statistics.median(seq_times)

@@ -8,15 +8,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rrm.data.classes import PALETTE
 from rrm.io import atomic_path
 
 GRID_HEADER = 14  # px above a save_grid's first row, for the column titles
 
 
-def colorize(mask: np.ndarray) -> np.ndarray:
-    """(H, W) label indices -> (H, W, 3) uint8 VOC colours (255 shows as the devkit's void colour)."""
-    return PALETTE[np.asarray(mask, dtype=np.uint8)]
+def colorize(mask: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """(H, W) label indices -> (H, W, 3) uint8 colours of the dataset's (256, 3) `palette`
+    (rrm.data.datasets; 255 shows as its void colour)."""
+    return palette[np.asarray(mask, dtype=np.uint8)]
 
 
 def heatmap(values: np.ndarray) -> np.ndarray:
@@ -30,9 +30,9 @@ def cam_heatmap(cam: np.ndarray) -> np.ndarray:
     return heatmap(np.asarray(cam).max(axis=0))
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend the colourised mask over the image (void pixels left as the image)."""
-    colours = colorize(mask).astype(np.float32)
+def overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the mask, coloured with `palette`, over the image (void pixels left as the image)."""
+    colours = colorize(mask, palette).astype(np.float32)
     blend = image.astype(np.float32) * (1 - alpha) + colours * alpha
     keep = (np.asarray(mask) == 255)[..., None]
     return np.where(keep, image, blend).astype(np.uint8)

@@ -14,8 +14,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rrm.data.classes import PALETTE
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -71,10 +69,11 @@ def load_torch(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: cannot load as a weights-only PyTorch file ({error})") from error
 
 
-def save_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
-    """Write a (H, W) uint8 label map as a VOC palette PNG (index 255 keeps its palette colour)."""
+def save_mask(path: str | os.PathLike, mask: np.ndarray, palette: np.ndarray) -> None:
+    """Write a (H, W) uint8 label map as a palette PNG with the dataset's (256, 3) `palette`
+    (rrm.data.datasets; index 255 keeps its palette colour)."""
     image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
-    image.putpalette(PALETTE.flatten().tolist())
+    image.putpalette(np.asarray(palette, dtype=np.uint8).flatten().tolist())
     atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 

@@ -41,6 +41,7 @@ RRM_ARCH = "resnet38"  # the one-step network (rrm.models.rrm_net.ARCHS)
 DEEPLAB_ARCHS = ("vgg16_largefov", "resnet101_v2")  # the two-step networks (rrm.models.deeplab.ARCHS)
 MINING_RULES = ("paper", "code")  # rrm.method.reliable / reliable_torch implement both
 CRF_BACKENDS = ("pydensecrf", "torch")  # rrm.engine.mining (CPU pool) | rrm.method.reliable_torch
+DATASETS = ("voc", "coco")  # rrm.data.datasets.DATASETS: class lists, palettes and folder layouts
 
 INLINE = {"inline": True}  # field metadata: the dataclass is read from the parent section's own mapping
 
@@ -146,7 +147,8 @@ class MiningSettings:
 
 @dataclass(frozen=True)
 class Data:
-    root: str  # a VOC-layout root
+    dataset: str  # one of DATASETS: the classes and the folder layout of `root`
+    root: str  # a root in the dataset's layout
     train_split: str
     val_split: str
     test_split: str
@@ -257,6 +259,7 @@ RULES: dict[tuple[type, str], Check] = {
     (Params, "device"): _one_of(DEVICES),
     (Params, "nproc"): (lambda x: _int(x) and x >= 1, "an integer >= 1"),
     (Params, "amp"): _one_of(AMP),
+    (Data, "dataset"): _one_of(DATASETS),
     (Data, "root"): (lambda x: isinstance(x, str) and x != "", "a path"),
     (Data, "num_workers"): _COUNT,
     (Model, "width"): _UNIT,

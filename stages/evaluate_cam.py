@@ -24,9 +24,10 @@ def main() -> None:
     args = parser.parse_args()
     p = load_settings(args.params)
     dev = resolve_device(p.device)
-    model, _ = load_model(args.model, ARCHS, dev)
+    model, *_ = load_model(args.model, ARCHS, dev, dataset=p.data.dataset)
+    split = voc_split(p.data, p.evaluate_cam.split, image_labels=True)
     with CRFPool(p.mining.pool_processes) as pool:
-        report = evaluate_cam(model, voc_split(p.data, p.evaluate_cam.split, image_labels=True), args.out, scales=p.mining.cam_scales,
+        report = evaluate_cam(model, split, args.out, spec=split.spec, scales=p.mining.cam_scales,
                               bg_threshold=p.evaluate_cam.bg_threshold, mining=p.mining.params, pool=pool,
                               device=dev, n_examples=p.figures.examples)
     print(f"CAM pseudo labels: mIoU {report['miou']:.4f}; reliable regions: precision "

@@ -26,9 +26,10 @@ def main() -> None:
     args = parser.parse_args()
     p = load_settings(args.params)
     s, dev = p.export_pseudo, resolve_device(p.device)
-    model, _ = load_model(args.model, ARCHS, dev)
+    model, *_ = load_model(args.model, ARCHS, dev, dataset=p.data.dataset)
+    split = voc_split(p.data, s.split, weak=True)
     with CRFPool(p.mining.pool_processes) as pool:
-        written = export_pseudo(model, voc_split(p.data, s.split, weak=True), args.masks, scales=s.scales,
+        written = export_pseudo(model, split, args.masks, spec=split.spec, scales=s.scales,
                                 flip=s.flip, crf=s.crf, pool=pool, device=dev)
     print(f"{args.masks}: {written} pseudo masks")
 

@@ -35,9 +35,9 @@ def main() -> None:
     # the CRFs themselves (8 embedded images: ~3 s inline, ~13 s with 2 workers).
     with CRFPool(0) as pool:
         titles = qualitative_grid(
-            args.out, val, first_ids(val, p.figures.examples), classifier=load_model(args.cls, rrm_net.ARCHS, dev)[0],
-            onestep=load_model(args.onestep, rrm_net.ARCHS, dev)[0],
-            deeplab=load_model(args.deeplab, deeplab.ARCHS, dev)[0], cam_scales=p.mining.cam_scales,
+            args.out, val, first_ids(val, p.figures.examples), classifier=load_model(args.cls, rrm_net.ARCHS, dev, dataset=p.data.dataset)[0],
+            onestep=load_model(args.onestep, rrm_net.ARCHS, dev, dataset=p.data.dataset)[0],
+            deeplab=load_model(args.deeplab, deeplab.ARCHS, dev, dataset=p.data.dataset)[0], cam_scales=p.mining.cam_scales,
             mining=p.mining.params, onestep_inference=p.evaluate, deeplab_inference=p.evaluate_deeplab, pool=pool,
             device=dev)
     print(f"{args.out}: {', '.join(titles)}")

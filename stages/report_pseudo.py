@@ -19,8 +19,8 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     p = load_settings(args.params)
-    report = score_pseudo(voc_split(p.data, p.export_pseudo.split, weak=True), args.masks, args.report,
-                          n_examples=p.figures.examples)
+    split = voc_split(p.data, p.export_pseudo.split, weak=True)
+    report = score_pseudo(split, args.masks, args.report, spec=split.spec, n_examples=p.figures.examples)
     print(f"pseudo labels: mIoU {report['miou']:.4f} on {report['n_scored']} images with masks")
 
 

@@ -79,7 +79,8 @@ class TinyPipeline:
     """A git + DVC repository holding the project's code and dvc.yaml with the TINY params, after
     `dvc repro`, committed ("baseline results"); its committed .dvc/config names `remote`, an empty local
     directory, as the default DVC remote. `experiment` finished with `dvc exp run --temp -S override`, so
-    the workspace is still the baseline's. Shared by the session: use it read-only (clone it to change it)."""
+    the workspace is still the baseline's (tiny_coco_pipeline has no experiment: both are ""). Shared by the
+    session: use it read-only (clone it to change it)."""
 
     repo: Path
     remote: Path
@@ -95,9 +96,9 @@ class TinyPipeline:
         return done.stdout + done.stderr
 
 
-@pytest.fixture(scope="session")
-def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> TinyPipeline:
-    root = tmp_path_factory.mktemp("tiny-pipeline")
+def _tiny_repo(root: Path, params: dict, experiment: tuple[str, str] = ("", "")) -> TinyPipeline:
+    """A git + DVC repository at root/repo holding the project's code and dvc.yaml, with `params` as its
+    params.yaml, its default DVC remote root/dvc-remote (empty); not yet committed."""
     repo, remote = root / "repo", root / "dvc-remote"
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                             capture_output=True, text=True, check=True).stdout.split()
@@ -106,20 +107,85 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> TinyPipeline:
         if name.startswith(keep) and (REPO / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, repo / name)
-    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "DVC_SITE_CACHE_DIR": str(root / ".site-cache"), "PYTHONPATH": str(repo),
            "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com",
            "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.com"}
-    name, override = TINY_EXPERIMENT
-    pipeline = TinyPipeline(repo, remote, env, name, override)
+    pipeline = TinyPipeline(repo, remote, env, *experiment)
     for args in (["git", "init", "-q"], ["git", "config", "user.name", "ci"],
                  ["git", "config", "user.email", "ci@example.com"],
-                 ["dvc", "remote", "add", "-d", "store", str(remote)], ["git", "add", "-A"],
-                 ["git", "commit", "-qm", "tiny pipeline"], ["dvc", "repro"], ["git", "add", "-A"],
-                 ["git", "commit", "-qm", "baseline results"],
-                 ["dvc", "exp", "run", "--temp", "-n", name, "-S", override]):
+                 ["dvc", "remote", "add", "-d", "store", str(remote)]):
+        pipeline.run(args)
+    return pipeline
+
+
+def _tiny_params(*overrides: dict) -> dict:
+    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
+    for override in overrides:
+        params = _merge(params, override)
+    return params
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> TinyPipeline:
+    pipeline = _tiny_repo(tmp_path_factory.mktemp("tiny-pipeline"), _tiny_params(), TINY_EXPERIMENT)
+    for args in (["git", "add", "-A"], ["git", "commit", "-qm", "tiny pipeline"], ["dvc", "repro"],
+                 ["git", "add", "-A"], ["git", "commit", "-qm", "baseline results"],
+                 ["dvc", "exp", "run", "--temp", "-n", pipeline.experiment, "-S", pipeline.override]):
+        pipeline.run(args)
+    return pipeline
+
+
+def write_coco_layout(voc_root: Path, out: Path, splits: dict[str, str]) -> None:
+    """The VOC-layout root's `splits` ({VOC split: COCO split}) in the layout `rrm prepare-coco` writes:
+    JPEGImages/<split>/, SegmentationClass/<split>/ (VOC's classes under their COCO indices, 255 kept),
+    ImageSets/<split>.txt and ImageLabels/<split>.json (the classes of each mask)."""
+    import json
+
+    import numpy as np
+
+    from rrm.data.coco_classes import VOC_TO_COCO
+    from rrm.data.datasets import COCO
+    from rrm.data.voc import image_path, read_split, resolve_mask_dir
+    from rrm.io import load_mask, save_mask
+
+    lookup = np.arange(256, dtype=np.uint8)
+    lookup[: len(VOC_TO_COCO)] = VOC_TO_COCO
+    for voc_split, split in splits.items():
+        names = read_split(voc_root, voc_split)
+        labels = {}
+        for name in names:
+            (out / COCO.image_dir.format(split=split)).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(image_path(voc_root, name), COCO.images(out, split) / f"{name}.jpg")
+            mask = lookup[load_mask(resolve_mask_dir(voc_root) / f"{name}.png")]
+            save_mask(COCO.masks(out, split) / f"{name}.png", mask, COCO.palette)
+            labels[name] = sorted(int(c) for c in np.unique(mask) if c not in (0, 255))
+        COCO.list_file(out, split).parent.mkdir(parents=True, exist_ok=True)
+        COCO.list_file(out, split).write_text("".join(f"{name}\n" for name in names))
+        COCO.labels_file(out, split).parent.mkdir(parents=True, exist_ok=True)
+        COCO.labels_file(out, split).write_text(json.dumps(labels))
+
+
+# The COCO configuration of tiny_coco_pipeline: COCO's layout and splits at data/coco
+TINY_COCO = {
+    "data": {"dataset": "coco", "root": "data/coco", "train_split": "train2014", "val_split": "val2014",
+             "test_split": "val2014"},
+    "prepare_data": {"generate": False},
+    "evaluate_cam": {"split": "train2014"},
+    "export_pseudo": {"split": "train2014"},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_coco_pipeline(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> TinyPipeline:
+    """tiny_pipeline's repository machinery with data.dataset coco: tiny_dataset's train and val images in
+    COCO's layout and indices (81 classes) at data/coco, after `dvc repro` of the one-step stages
+    (train_cls, evaluate_cam, train_onestep, evaluate_onestep)."""
+    pipeline = _tiny_repo(tmp_path_factory.mktemp("tiny-coco-pipeline"), _tiny_params(TINY_COCO))
+    write_coco_layout(tiny_dataset, pipeline.repo / "data" / "coco", {"train": "train2014", "val": "val2014"})
+    for args in (["git", "add", "-A"], ["git", "commit", "-qm", "tiny coco pipeline"],
+                 ["dvc", "repro", "evaluate_cam", "evaluate_onestep"]):
         pipeline.run(args)
     return pipeline

@@ -13,7 +13,7 @@ from rrm.io import atomic_write, load_image, load_mask, load_torch, save_mask, s
 
 def test_palette_png_round_trip_keeps_255_and_palette(tmp_path):
     mask = np.array([[0, 1, 20], [255, 15, 0]], dtype=np.uint8)
-    save_mask(tmp_path / "m.png", mask)
+    save_mask(tmp_path / "m.png", mask, PALETTE)
     with Image.open(tmp_path / "m.png") as image:
         assert image.mode == "P"
         assert np.array_equal(np.array(image.getpalette()[:6]).reshape(2, 3), PALETTE[:2])

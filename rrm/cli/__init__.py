@@ -19,17 +19,18 @@ Checkpoint = Annotated[Path, typer.Argument(help="a checkpoint written by the pi
 
 def _model_and_settings(params_path: Path, checkpoint: Path, crf: bool) -> tuple[Any, object, dict]:
     """params.yaml, the checkpoint's network on the configured device, and its inference settings (the
-    params.yaml section its registry entry names: `evaluate` for ResNet-38, `evaluate_deeplab` for DeepLab)."""
+    params.yaml section its registry entry names: `evaluate` for ResNet-38, `evaluate_deeplab` for DeepLab)
+    with `spec`, the dataset the checkpoint records (rrm.data.datasets)."""
     from rrm.engine.device import resolve_device
     from rrm.models import deeplab, rrm_net
     from rrm.models.registry import load_model
     from rrm.settings import load_settings
 
     cfg = load_settings(params_path)
-    model, arch = load_model(checkpoint, {**rrm_net.ARCHS, **deeplab.ARCHS}, resolve_device(cfg.device))
+    model, arch, spec = load_model(checkpoint, {**rrm_net.ARCHS, **deeplab.ARCHS}, resolve_device(cfg.device))
     section = getattr(cfg, arch.inference)
     settings = {"scales": section.scales, "flip": section.flip, "crf": section.crf if crf else None,
-                "device": resolve_device(cfg.device)}
+                "device": resolve_device(cfg.device), "spec": spec}
     return cfg, model, settings
 
 
@@ -48,15 +49,25 @@ def generate_data(root: Annotated[Path, typer.Argument(help="output VOC-layout f
 
 
 @app.command("check-data")
-def check_data(root: Annotated[Path, typer.Argument(help="VOC-layout root (e.g. VOCdevkit/VOC2012)")],
+def check_data(root: Annotated[Path, typer.Argument(help="dataset root (e.g. VOCdevkit/VOC2012, data/coco)")],
                split: Annotated[list[str] | None, typer.Option(help="splits to check (default: all lists)")] = None,
                labels_file: Annotated[Path | None, typer.Option(
                    help="image-level labels (data.labels_file: PSA's cls_labels.npy or text) to compare with the masks")
-               ] = None) -> None:
-    """Validate a VOC-layout dataset end to end and print per-class image and pixel counts."""
+               ] = None,
+               dataset: Annotated[str | None, typer.Option(
+                   help="voc | coco: classes and layout of ROOT (default: data.dataset of --params; voc without that file)")] = None,
+               params: Params = Path("params.yaml")) -> None:
+    """Validate a dataset (VOC's or COCO's layout) end to end and print per-class image and pixel counts."""
     from rrm.data.check import check_dataset, format_report
+    from rrm.data.datasets import DATASETS, get_dataset
 
-    report = check_dataset(root, split or None, labels_file=labels_file)
+    if dataset is None:
+        from rrm.settings import load_settings
+
+        dataset = load_settings(params).data.dataset if params.is_file() else "voc"
+    if dataset not in DATASETS:
+        raise typer.BadParameter(f"--dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
+    report = check_dataset(root, split or None, labels_file=labels_file, dataset=get_dataset(dataset))
     typer.echo(format_report(report))
     raise typer.Exit(code=1 if report.errors else 0)
 
@@ -73,6 +84,9 @@ def evaluate(checkpoint: Checkpoint,
     from rrm.method.crf_pool import CRFPool
 
     cfg, model, settings = _model_and_settings(params, checkpoint, crf)
+    if settings["spec"].name != cfg.data.dataset:
+        raise typer.BadParameter(f"{checkpoint}: a network trained on {settings['spec'].name!r}; "
+                                 f"data.dataset is {cfg.data.dataset!r}")
     with CRFPool(cfg.mining.pool_processes) as pool:
         report = evaluate_segmentation(model, voc_split(cfg.data, split), out, pool=pool, **settings)
     typer.echo(f"mIoU {report['miou']:.4f}" + (f", with CRF {report['miou_crf']:.4f}" if crf else ""))
@@ -113,6 +127,8 @@ def export_server(checkpoint: Checkpoint,
     from rrm.engine.predict import export_voc_server
 
     _, model, settings = _model_and_settings(params, checkpoint, crf)
+    if settings.pop("spec").name != "voc":
+        raise typer.BadParameter(f"{checkpoint}: the VOC evaluation server scores VOC networks only")
     archive = export_voc_server(model, root, split, out, comp=comp, **settings)
     typer.echo(f"wrote {archive}")
 

@@ -59,7 +59,11 @@ def crf(
                                                     help="this project's checkpoint, instead of --scores")] = None,
     logits: Annotated[bool, typer.Option("--logits/--probabilities", help="score maps hold logits (softmax first)")
                       ] = False,
-    num_classes: Annotated[int, typer.Option(help="K of the score maps (VOC 21, COCO 81)")] = 21,
+    dataset: Annotated[str, typer.Option(help=(
+        "voc | coco (rrm.data.datasets): K of the score maps and the masks' palette; with --checkpoint, the "
+        "checkpoint's"))] = "voc",
+    num_classes: Annotated[int | None, typer.Option(help="K of the score maps (default: the dataset's, VOC 21, COCO 81)")
+                           ] = None,
     save_probs: Annotated[bool, typer.Option(help="also write the kept classes' posterior (uint8, .npz)")] = False,
     full_k: Annotated[bool, typer.Option("--full-k", help="run every image's CRF over all K classes")] = False,
     min_prob: Annotated[float, typer.Option(min=0.0, max=1.0, help=(
@@ -80,7 +84,12 @@ def crf(
     outputs are skipped. A bad file is reported on one line and counted; the rest still run."""
     if (scores is None) == (checkpoint is None):
         raise typer.BadParameter("give exactly one of --scores and --checkpoint")
-    options = RefineOptions(logits=logits, num_classes=num_classes, min_prob=None if full_k else min_prob, crf={
+    from rrm.data.datasets import DATASETS
+
+    if dataset not in DATASETS:
+        raise typer.BadParameter(f"--dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
+    model, spec = (None, DATASETS[dataset]) if checkpoint is None else _load_checkpoint(checkpoint, device)
+    options = RefineOptions(logits=logits, num_classes=num_classes or spec.num_classes, palette=spec.palette, min_prob=None if full_k else min_prob, crf={
         "iterations": iterations, "gauss_sxy": gauss_sxy, "gauss_compat": gauss_compat,
         "bi_sxy": bi_sxy, "bi_srgb": bi_srgb, "bi_compat": bi_compat})
     out.mkdir(parents=True, exist_ok=True)
@@ -89,14 +98,14 @@ def crf(
     todo = [job for job in jobs if not job.done()]
     failed: list[str] = []
     with typer.progressbar(length=len(todo), label="crf") as bar:
-        if checkpoint is not None:
-            _run_checkpoint(checkpoint, todo, options, device, failed, bar)
+        if model is not None:
+            _run_checkpoint(model, checkpoint.name, todo, options, device, failed, bar)
         elif device == "cpu" and _pydensecrf_installed():
             _run_pool(todo, options, processes, failed, bar)
         else:  # the torch lattice: batches on the GPU, or the CPU when pydensecrf is not installed
             for batch_jobs, photos, maps in _same_size_batches(todo, options, batch_size, failed):
                 for job, result in zip(batch_jobs, refine(photos, maps, options, "torch", device), strict=True):
-                    write_outputs(job, *result)
+                    write_outputs(job, options, *result)
                 bar.update(len(batch_jobs))
     for line in failed:
         typer.echo(f"failed: {line}")
@@ -121,23 +130,29 @@ def _run_pool(todo: list[Job], options: RefineOptions, processes: int | None, fa
             bar.update(1)
 
 
-def _run_checkpoint(checkpoint: Path, todo: list[Job], options: RefineOptions, device: str, failed: list[str],
-                    bar) -> None:
-    """Score maps from this project's network (single scale), refined one image at a time."""
-    from rrm.engine.inference import predict_probs
+def _load_checkpoint(checkpoint: Path, device: str):
+    """This project's network on `device` and the dataset (rrm.data.datasets) it was trained on."""
     from rrm.models import deeplab, rrm_net
     from rrm.models.registry import load_model
 
-    model, _ = load_model(checkpoint, {**rrm_net.ARCHS, **deeplab.ARCHS}, device)
+    model, _, spec = load_model(checkpoint, {**rrm_net.ARCHS, **deeplab.ARCHS}, device)
+    return model, spec
+
+
+def _run_checkpoint(model, name: str, todo: list[Job], options: RefineOptions, device: str, failed: list[str],
+                    bar) -> None:
+    """Score maps from this project's network (single scale), refined one image at a time."""
+    from rrm.engine.inference import predict_probs
+
     backend = "pydensecrf" if device == "cpu" and _pydensecrf_installed() else "torch"
     for job in todo:
         try:
             image = load_image_for(job)
             probs = predict_probs(model, image, device=device, name=job.name).numpy()
             if probs.shape[0] != options.num_classes:
-                raise BadInput(f"{checkpoint.name}: the network predicts {probs.shape[0]} classes, "
+                raise BadInput(f"{name}: the network predicts {probs.shape[0]} classes, "
                                f"--num-classes is {options.num_classes}")
-            write_outputs(job, *refine([image], [probs], options, backend, device)[0])
+            write_outputs(job, options, *refine([image], [probs], options, backend, device)[0])
         except (BadInput, ValueError) as error:
             failed.append(str(error))
         bar.update(1)

@@ -1,4 +1,4 @@
-"""PASCAL VOC class names and palette: one constant, reused by metrics keys, masks and figures."""
+"""PASCAL VOC's class names, the paper's column names for them and the devkit palette (rrm.data.datasets.VOC)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ CLASSES: tuple[str, ...] = (
     "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
     "sheep", "sofa", "train", "tvmonitor",
 )
-NUM_CLASSES = len(CLASSES)  # 21 = background + 20 foreground classes
 IGNORE_INDEX = 255  # VOC's "void" border / RRM's "not reliable"
 
 # Column names the paper's Tables 3/4 use, in the same order as CLASSES.

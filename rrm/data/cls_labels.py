@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-NUM_FG = 20
 # The only globals a pickled dict of numpy arrays refers to (numpy 1.x wrote numpy.core, 2.x numpy._core).
 _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
             ("numpy", "ndarray"), ("numpy", "dtype"),
@@ -31,8 +30,9 @@ class _ArrayUnpickler(pickle.Unpickler):
         return _RESOLVED[name]
 
 
-def read_cls_labels_npy(path: str | Path) -> dict[str, np.ndarray]:
-    """{image id: (20,) float32 multi-hot} from PSA's cls_labels.npy; errors name the file and the problem."""
+def read_cls_labels_npy(path: str | Path, num_fg: int) -> dict[str, np.ndarray]:
+    """{image id: (num_fg,) float32 multi-hot} from PSA's cls_labels.npy (VOC: 20 classes); errors name the
+    file and the problem."""
     path = Path(path)
     try:
         with path.open("rb") as f:
@@ -53,8 +53,8 @@ def read_cls_labels_npy(path: str | Path) -> dict[str, np.ndarray]:
     labels: dict[str, np.ndarray] = {}
     for name, value in data.items():
         vector = np.asarray(value)
-        if vector.shape != (NUM_FG,) or not np.isin(vector, (0, 1)).all():
-            raise ValueError(f"{path}: entry {name!r} must be {NUM_FG} values of 0 or 1, got {vector!r}")
+        if vector.shape != (num_fg,) or not np.isin(vector, (0, 1)).all():
+            raise ValueError(f"{path}: entry {name!r} must be {num_fg} values of 0 or 1, got {vector!r}")
         labels[name.decode() if isinstance(name, bytes) else str(name)] = vector.astype(np.float32)
     if not labels:
         raise ValueError(f"{path}: labels file lists no images")

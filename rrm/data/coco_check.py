@@ -12,9 +12,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from rrm.data.classes import IGNORE_INDEX
-from rrm.data.coco_classes import NUM_CLASSES
 from rrm.data.coco_prepare import IMAGE_DIR, LABEL_DIR, LIST_DIR, MASK_DIR, SPLITS, VALID_VALUES
+from rrm.data.datasets import COCO, IGNORE_INDEX
 from rrm.io import load_mask
 
 
@@ -34,7 +33,7 @@ def _check_image(root: Path, split: str, name: str, labels: list[int] | None, ch
     photo = root / IMAGE_DIR / split / f"{name}.jpg"
     if labels is None:
         check.errors.append(f"{root / LABEL_DIR / f'{split}.json'}: no labels for {name}")
-    elif not all(isinstance(c, int) and 1 <= c < NUM_CLASSES for c in labels):
+    elif not all(isinstance(c, int) and 1 <= c < COCO.num_classes for c in labels):
         check.errors.append(f"{root / LABEL_DIR / f'{split}.json'}: {name}: labels {labels} outside 1..80")
     try:
         mask = load_mask(mask_path) if mask_path.is_file() else None
@@ -49,7 +48,7 @@ def _check_image(root: Path, split: str, name: str, labels: list[int] | None, ch
     if bad:
         check.errors.append(f"{mask_path}: values {bad} outside 0..80 and {IGNORE_INDEX}")
     check.pixels += values
-    present = set(np.flatnonzero(values[1:NUM_CLASSES]) + 1)
+    present = set(np.flatnonzero(values[1:COCO.num_classes]) + 1)
     if labels is not None and not present <= set(labels):
         check.errors.append(f"{mask_path}: classes {sorted(present - set(labels))} of the mask are not in "
                             f"{name}'s labels {labels}")

@@ -26,7 +26,6 @@ CATEGORIES: tuple[tuple[int, str], ...] = (
     (89, "hair drier"), (90, "toothbrush"),
 )
 CLASSES: tuple[str, ...] = ("background", *(name for _, name in CATEGORIES))
-NUM_CLASSES = len(CLASSES)  # 81 = background + 80
 # COCO category id -> class index 1..80 of the masks
 INDEX_OF_CATEGORY: dict[int, int] = {cat: index for index, (cat, _) in enumerate(CATEGORIES, start=1)}
 

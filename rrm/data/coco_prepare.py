@@ -37,13 +37,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from rrm.data.classes import IGNORE_INDEX
-from rrm.data.coco_classes import INDEX_OF_CATEGORY, NUM_CLASSES
+from rrm.data.coco_classes import INDEX_OF_CATEGORY
+from rrm.data.datasets import COCO, IGNORE_INDEX
 from rrm.io import load_mask, save_mask, write_json, write_text
 
 SPLITS = ("train2014", "val2014")
 MASK_DIR, LIST_DIR, LABEL_DIR, IMAGE_DIR = "SegmentationClass", "ImageSets", "ImageLabels", "JPEGImages"
-VALID_VALUES = frozenset(range(NUM_CLASSES)) | {IGNORE_INDEX}
+VALID_VALUES = frozenset(range(COCO.num_classes)) | {IGNORE_INDEX}
 
 
 @dataclass
@@ -151,7 +151,7 @@ def prepare_split(coco_root: Path, out: Path, split: str, problems: list[str]) -
                 problems.append(f"{coco_root / 'annotations' / f'instances_{split}.json'}: image {info['file_name']}"
                                 f" (id {info['id']}): bad segmentation ({error})")
                 continue
-            save_mask(mask_path, render_mask(annotations, masks, shape))
+            save_mask(mask_path, render_mask(annotations, masks, shape), COCO.palette)
             report.written += 1
         if problem is not None:
             problems.append(problem)

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from rrm.data.classes import CLASSES, IGNORE_INDEX, PALETTE
+from rrm.data.datasets import IGNORE_INDEX, VOC
 from rrm.data.render import render_image
 from rrm.io import atomic_write, load_mask, save_mask, write_text
 
@@ -95,8 +95,8 @@ def _check_arguments(
         raise ValueError(
             f"min_objects/max_objects: need 1 <= min <= max <= 6, got {min_objects}, {max_objects}"
         )
-    if not 2 <= num_classes <= len(CLASSES):
-        raise ValueError(f"num_classes: must be between 2 and {len(CLASSES)}, got {num_classes}")
+    if not 2 <= num_classes <= VOC.num_classes:
+        raise ValueError(f"num_classes: must be between 2 and {VOC.num_classes}, got {num_classes}")
 
 
 def _write_sample(job: tuple[Path, str, int, int, list[int], int]) -> dict:
@@ -107,9 +107,9 @@ def _write_sample(job: tuple[Path, str, int, int, list[int], int]) -> dict:
     atomic_write(
         root / "JPEGImages" / f"{image_id}.jpg", lambda f: pil.save(f, format="JPEG", quality=JPEG_QUALITY)
     )
-    save_mask(root / "SegmentationClass" / f"{image_id}.png", sample["label"])
-    save_mask(root / "SegmentationObject" / f"{image_id}.png", sample["instance"])
-    save_mask(root / "SegmentationPart" / f"{image_id}.png", sample["part"])
+    save_mask(root / "SegmentationClass" / f"{image_id}.png", sample["label"], VOC.palette)
+    save_mask(root / "SegmentationObject" / f"{image_id}.png", sample["instance"], VOC.palette)
+    save_mask(root / "SegmentationPart" / f"{image_id}.png", sample["part"], VOC.palette)
     return _image_record(sample["label"], sample["instance"], sample["part"])
 
 
@@ -124,7 +124,7 @@ def generate_dataset(
     n_test: int = 100,
     min_objects: int = 1,
     max_objects: int = 3,
-    num_classes: int = 21,
+    num_classes: int = VOC.num_classes,
 ) -> dict:
     """Write the embedded dataset under `root` (VOC layout, see the module docstring); return its stats.
 
@@ -135,7 +135,7 @@ def generate_dataset(
     root = Path(root)
     counts = {"n_train": n_train, "n_extra": n_extra, "n_val": n_val, "n_test": n_test}
     _check_arguments(image_size, counts, min_objects, max_objects, num_classes)
-    names = list(CLASSES[:num_classes])
+    names = list(VOC.classes[:num_classes])
     blocks = list(zip(("train", "extra", "val", "test"), counts.values(), strict=True))
     plan: list[tuple[str, list[int]]] = []
     for block_index, (block, n) in enumerate(blocks):
@@ -181,7 +181,7 @@ def dataset_stats(root: Path) -> dict:
     if not splits:
         raise FileNotFoundError(f"{list_dir}: no split lists ({', '.join(SPLITS)}) found")
     names_file = root / "classes.txt"
-    names = names_file.read_text().split() if names_file.is_file() else list(CLASSES)
+    names = names_file.read_text().split() if names_file.is_file() else list(VOC.classes)
     records = {}
     for image_id in sorted({i for ids in splits.values() for i in ids}):
         label = load_mask(root / "SegmentationClass" / f"{image_id}.png")
@@ -205,7 +205,7 @@ def save_examples(root: Path, path: Path, *, split: str = "val", n: int = 8, zoo
         image = np.asarray(Image.open(root / "JPEGImages" / f"{image_id}.jpg").convert("RGB"))
         label = load_mask(root / "SegmentationClass" / f"{image_id}.png")
         part = load_mask(root / "SegmentationPart" / f"{image_id}.png")
-        coloured = PALETTE[label].copy()
+        coloured = VOC.palette[label].copy()
         coloured[label == IGNORE_INDEX] = 255
         faded = (image * 0.35 + 160).astype(np.uint8)  # parts at full strength over a faded image
         faded[part > 0] = image[part > 0]

@@ -1,12 +1,15 @@
-"""PASCAL VOC 2012 (+ SBD) reader: split lists, image-level labels and the dataset (the train_aug list is
-built by `rrm.data.voc_prepare`).
+"""The segmentation dataset reader: split lists, image-level labels and the dataset, for every layout of
+rrm.data.datasets (the VOC train_aug list is built by `rrm.data.voc_prepare`).
 
-Layout (the devkit's, also written by the embedded dataset)::
+VOC's layout (the devkit's, also written by the embedded dataset)::
 
     ROOT/JPEGImages/<id>.jpg
     ROOT/SegmentationClass/<id>.png        palette PNG, 0 background, 1..20 objects, 255 void
     ROOT/SegmentationClassAug/<id>.png     optional: SBD masks converted to PNG (train_aug)
     ROOT/ImageSets/Segmentation/<split>.txt one id per line
+
+COCO's (`rrm prepare-coco`): JPEGImages/<split>/, SegmentationClass/<split>/ (0 background, 1..80, 255
+crowd), ImageSets/<split>.txt and the image-level labels ImageLabels/<split>.json.
 
 RRM trains with image-level labels only (paper, "Input: Images I with their image-level class
 labels C_fg"); those labels are read from the masks (`image_labels`) or from a labels file.
@@ -22,20 +25,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rrm.data.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from rrm.data.cls_labels import read_cls_labels_npy
+from rrm.data.datasets import VOC, DatasetSpec, get_dataset, image_labels_file
 from rrm.io import load_image, load_mask
 from rrm.settings import Data
 
-NUM_FG = NUM_CLASSES - 1  # 20 foreground classes; labels vectors index class c at c - 1
-LIST_DIR = Path("ImageSets") / "Segmentation"
-IMAGE_DIR = "JPEGImages"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAX_LISTED = 20  # problems quoted in one error message; the rest are counted
 
 
-def _list_path(root: Path, split: str) -> Path:
-    return root / LIST_DIR / f"{split}.txt"
 
 
 def read_ids(path: Path) -> list[str]:
@@ -50,15 +48,17 @@ def read_ids(path: Path) -> list[str]:
     return ids
 
 
-def read_split(root: Path, split: str) -> list[str]:
-    """Ids listed in ROOT/ImageSets/Segmentation/<split>.txt, in file order, duplicates dropped with a warning."""
+def read_split(root: Path, split: str, dataset: DatasetSpec = VOC) -> list[str]:
+    """Ids listed in the split list (VOC: ROOT/ImageSets/Segmentation/<split>.txt), in file order, duplicates
+    dropped with a warning."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset root not found")
-    path = _list_path(root, split)
+    path = dataset.list_file(root, split)
+    list_dir = path.parent
     if not path.is_file():
-        found = sorted(p.stem for p in (root / LIST_DIR).glob("*.txt")) if (root / LIST_DIR).is_dir() else []
-        available = ", ".join(found) if found else f"none ({root / LIST_DIR} has no .txt lists)"
+        found = sorted(p.stem for p in list_dir.glob("*.txt")) if list_dir.is_dir() else []
+        available = ", ".join(found) if found else f"none ({list_dir} has no .txt lists)"
         raise FileNotFoundError(f"{path}: split list '{split}' not found; splits available: {available}")
     ids = read_ids(path)
     if not ids:
@@ -69,18 +69,16 @@ def read_split(root: Path, split: str) -> list[str]:
     return unique
 
 
-def resolve_mask_dir(root: Path, mask_dir: str | None = None) -> Path:
-    """ROOT/<mask_dir>; by default SegmentationClassAug (SBD, covers train_aug) if present, else SegmentationClass."""
-    root = Path(root)
-    if mask_dir is not None:
-        return root / mask_dir
-    aug = root / "SegmentationClassAug"
-    return aug if aug.is_dir() else root / "SegmentationClass"
+def resolve_mask_dir(root: Path, mask_dir: str | None = None, dataset: DatasetSpec = VOC, split: str = "") -> Path:
+    """ROOT/<mask_dir>; by default the dataset's (VOC: SegmentationClassAug (SBD, covers train_aug) if present,
+    else SegmentationClass; COCO: SegmentationClass/<split>)."""
+    return dataset.masks(root, split, mask_dir)
 
 
-def image_path(root: Path, name: str) -> Path:
-    """ROOT/JPEGImages/<name>.jpg, or a .jpeg/.png sibling if only that exists (the .jpg path if none does)."""
-    base = Path(root) / IMAGE_DIR
+def image_path(root: Path, name: str, dataset: DatasetSpec = VOC, split: str = "") -> Path:
+    """The photo <name>.jpg in the dataset's image folder (VOC: ROOT/JPEGImages), or a .jpeg/.png sibling if
+    only that exists (the .jpg path if none does)."""
+    base = dataset.images(root, split)
     for suffix in IMAGE_SUFFIXES:
         path = base / f"{name}{suffix}"
         if path.is_file():
@@ -96,49 +94,49 @@ def _value_counts(mask: np.ndarray) -> np.ndarray:
     return np.bincount(values, minlength=256)
 
 
-def _check_counts(counts: np.ndarray, path: Path | str) -> np.ndarray:
+def _check_counts(counts: np.ndarray, path: Path | str, dataset: DatasetSpec) -> np.ndarray:
     counts = counts.copy()
-    counts[IGNORE_INDEX] = 0
-    bad = np.flatnonzero(counts[NUM_CLASSES:]) + NUM_CLASSES
+    counts[dataset.ignore_index] = 0
+    k = dataset.num_classes
+    bad = np.flatnonzero(counts[k:]) + k
     if bad.size:
-        raise ValueError(
-            f"{path}: mask values outside 0..{NUM_CLASSES - 1} and {IGNORE_INDEX}: {bad.tolist()}"
-        )
+        raise ValueError(f"{path}: mask values outside 0..{k - 1} and {dataset.ignore_index}: {bad.tolist()}")
     return counts
 
 
-def check_mask_values(mask: np.ndarray, path: Path | str) -> None:
-    """Raise if the (H, W) mask holds values other than the 21 class indices and 255 (void)."""
-    _check_counts(_value_counts(mask), path)
+def check_mask_values(mask: np.ndarray, path: Path | str, dataset: DatasetSpec = VOC) -> None:
+    """Raise if the (H, W) mask holds values other than the dataset's class indices and its ignore index."""
+    _check_counts(_value_counts(mask), path, dataset)
 
 
-def image_labels(mask: np.ndarray, path: Path | str = "mask") -> np.ndarray:
-    """(20,) float32 multi-hot of the foreground classes present in a (H, W) mask (0 and 255 excluded).
+def image_labels(mask: np.ndarray, path: Path | str = "mask", dataset: DatasetSpec = VOC) -> np.ndarray:
+    """(C,) float32 multi-hot of the C foreground classes present in a (H, W) mask (0 and 255 excluded).
 
-    Raises, naming `path`, if the mask holds values other than 0..20 and 255.
+    Raises, naming `path`, if the mask holds values other than 0..C and 255.
     """
-    counts = _check_counts(_value_counts(mask), path)
-    return (counts[1:NUM_CLASSES] > 0).astype(np.float32)
+    counts = _check_counts(_value_counts(mask), path, dataset)
+    return (counts[1:dataset.num_classes] > 0).astype(np.float32)
 
 
-def _class_index(token: object, where: str) -> int | None:
-    """A class token -> foreground index 1..20; 0/'background' -> None; anything else raises naming `where`."""
+def _class_index(token: object, where: str, dataset: DatasetSpec) -> int | None:
+    """A class token -> foreground index 1..C; 0/'background' -> None; anything else raises naming `where`."""
+    classes = dataset.classes
     if isinstance(token, str):
         token = token.strip()
-        index = CLASSES.index(token) if token in CLASSES else int(token) if token.isdigit() else -1
+        index = classes.index(token) if token in classes else int(token) if token.isdigit() else -1
     elif isinstance(token, int) and not isinstance(token, bool):
         index = token
     else:
         index = -1
     if index == 0:
         return None
-    if not 1 <= index < NUM_CLASSES:
-        raise ValueError(f"{where}: unknown class {token!r} (use 1..{NUM_FG} or a VOC class name)")
+    if not 1 <= index < dataset.num_classes:
+        raise ValueError(f"{where}: unknown class {token!r} (use 1..{dataset.num_fg} or a {dataset.name.upper()} class name)")
     return index
 
 
-def read_label_file(path: str | Path) -> dict[str, np.ndarray]:
-    """Image-level labels from a file -> {id: (20,) float32 multi-hot}.
+def read_label_file(path: str | Path, dataset: DatasetSpec = VOC) -> dict[str, np.ndarray]:
+    """Image-level labels from a file -> {id: (C,) float32 multi-hot} over the dataset's C foreground classes.
 
     Three formats, chosen by the suffix:
       * ``.npy``: PSA's ``voc12/cls_labels.npy``, the dict {id: (20,) multi-hot} the authors load
@@ -146,14 +144,15 @@ def read_label_file(path: str | Path) -> dict[str, np.ndarray]:
       * ``.json``: an object ``{"2007_000032": [1, 15], "2007_000039": ["tvmonitor"], ...}``;
       * anything else, text: one image per line, ``<id> <class> <class> ...``; blank lines and lines
         starting with ``#`` are ignored.
-    A class is a VOC index 1..20 (1 aeroplane ... 20 tvmonitor) or its name from `rrm.data.classes.CLASSES`;
-    0 / "background" is accepted and ignored. An id with no class has no foreground label.
+    A class is an index 1..C (VOC: 1 aeroplane ... 20 tvmonitor; COCO: 1 person ... 80 toothbrush, what
+    `rrm prepare-coco` writes to ImageLabels/<split>.json) or its name in the dataset's class list
+    (rrm.data.datasets); 0 / "background" is accepted and ignored. An id with no class has no foreground label.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: labels file not found")
     if path.suffix.lower() == ".npy":
-        return read_cls_labels_npy(path)
+        return read_cls_labels_npy(path, dataset.num_fg)
     entries: list[tuple[str, list[object], str]] = []
     if path.suffix.lower() == ".json":
         try:
@@ -177,9 +176,9 @@ def read_label_file(path: str | Path) -> dict[str, np.ndarray]:
     for name, classes, where in entries:
         if name in labels:
             raise ValueError(f"{where}: id {name!r} listed twice")
-        vector = np.zeros(NUM_FG, dtype=np.float32)
+        vector = np.zeros(dataset.num_fg, dtype=np.float32)
         for token in classes:
-            index = _class_index(token, where)
+            index = _class_index(token, where, dataset)
             if index is not None:
                 vector[index - 1] = 1.0
         labels[name] = vector
@@ -205,7 +204,8 @@ def _header_size(path: Path) -> tuple[int, int]:
 
 
 class VOCSegmentation(torch.utils.data.Dataset):
-    """VOC-layout dataset returning dict(name, image (H, W, 3) uint8, mask (H, W) uint8 | None, labels (20,)).
+    """A split of a dataset of rrm.data.datasets (`dataset`, VOC's layout by default) returning dict(name,
+    image (H, W, 3) uint8, mask (H, W) uint8 | None, labels (C,)), C the dataset's foreground classes.
 
     `weak=True` is for training with image-level labels only: images without any foreground label carry
     no supervision for the classification loss, so they are skipped (names in `self.skipped`) with a warning.
@@ -223,13 +223,15 @@ class VOCSegmentation(torch.utils.data.Dataset):
         labels_file: str | Path | None = None,
         weak: bool = False,
         validate: bool = True,
+        dataset: DatasetSpec = VOC,
     ) -> None:
         self.root = Path(root)
         self.split = split
-        names = read_split(self.root, split)
-        self.list_path = _list_path(self.root, split)
-        self.mask_dir = resolve_mask_dir(self.root, mask_dir)
-        self.file_labels = read_label_file(labels_file) if labels_file is not None else None
+        self.spec = dataset  # rrm.data.datasets: classes, palette, layout
+        names = read_split(self.root, split, dataset)
+        self.list_path = dataset.list_file(self.root, split)
+        self.mask_dir = resolve_mask_dir(self.root, mask_dir, dataset, split)
+        self.file_labels = read_label_file(labels_file, dataset) if labels_file is not None else None
 
         if self.file_labels is None and not self.mask_dir.is_dir():
             raise FileNotFoundError(
@@ -241,7 +243,7 @@ class VOCSegmentation(torch.utils.data.Dataset):
         # Masks may be absent only as a whole, and only when a labels file gives the labels (e.g. VOC test).
         self.has_masks = self.file_labels is None or any(has_mask)
         for name, mask_found in zip(names, has_mask, strict=True):
-            image = image_path(self.root, name)
+            image = self.image_path(name)
             if not image.is_file():
                 problems.append(f"{image}: image file missing ({listed})")
             if self.has_masks and not mask_found:
@@ -288,27 +290,30 @@ class VOCSegmentation(torch.utils.data.Dataset):
     def mask_path(self, name: str) -> Path:
         return self.mask_dir / f"{name}.png"
 
+    def image_path(self, name: str) -> Path:
+        return image_path(self.root, name, self.spec, self.split)
+
     def _read_mask(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(H, W) uint8 mask and its (20,) labels; raises naming the file on a missing file or bad values."""
+        """(H, W) uint8 mask and its (C,) labels; raises naming the file on a missing file or bad values."""
         path = self.mask_path(name)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: mask file missing (listed in {self.list_path})")
         mask = load_mask(path)
-        return mask, image_labels(mask, path)
+        return mask, image_labels(mask, path, self.spec)
 
     def __len__(self) -> int:
         return len(self.names)
 
     def __getitem__(self, index: int) -> dict:
         name = self.names[index]
-        image = load_image(image_path(self.root, name))  # raises naming the file on truncated/corrupt data
+        image = load_image(self.image_path(name))  # raises naming the file on truncated/corrupt data
         mask, mask_labels = None, None
         if self.has_masks:
             mask, mask_labels = self._read_mask(name)
             if mask.shape != image.shape[:2]:
                 raise ValueError(
                     f"{self.mask_path(name)}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image "
-                    f"{image_path(self.root, name)} size {image.shape[1]}x{image.shape[0]}"
+                    f"{self.image_path(name)} size {image.shape[1]}x{image.shape[0]}"
                 )
         labels = self._labels.get(name, mask_labels)  # a labels file, if given, takes precedence
         return {"name": name, "image": image, "mask": mask, "labels": labels.copy()}
@@ -316,8 +321,11 @@ class VOCSegmentation(torch.utils.data.Dataset):
 
 def voc_split(data: Data, split: str, *, weak: bool = False, image_labels: bool = False,
               mask_dir: str | None = None) -> VOCSegmentation:
-    """`split` of params.yaml's data.root (masks from `mask_dir`, else data.mask_dir's choice).
-    Where the image-level labels are used (`weak`, `image_labels`: CAMs and mining) they come from
-    data.labels_file when set, which must then cover the split; scoring reads the masks only."""
-    labels_file = data.labels_file if weak or image_labels else None
-    return VOCSegmentation(data.root, split, mask_dir=mask_dir or data.mask_dir, labels_file=labels_file, weak=weak)
+    """`split` of params.yaml's data.root, a data.dataset layout (masks from `mask_dir`, else data.mask_dir's
+    choice). Where the image-level labels are used (`weak`, `image_labels`: CAMs and mining) they come from
+    data.labels_file when set, which must then cover the split, else from the dataset's labels file (COCO:
+    ImageLabels/<split>.json) or the masks (VOC); scoring reads the masks only."""
+    dataset = get_dataset(data.dataset)
+    labels_file = image_labels_file(data, split) if weak or image_labels else None
+    return VOCSegmentation(data.root, split, mask_dir=mask_dir or data.mask_dir, labels_file=labels_file, weak=weak,
+                           dataset=dataset)

@@ -12,7 +12,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from rrm.data.voc import LIST_DIR, image_path, read_ids, read_split, resolve_mask_dir
+from rrm.data.datasets import VOC
+from rrm.data.voc import image_path, read_ids, read_split, resolve_mask_dir
 from rrm.io import write_text
 
 # VOC 2012 sizes: train_aug (VOC train + SBD train/val - VOC val), val, test.
@@ -57,7 +58,7 @@ def check_split_counts(voc_root: str | Path) -> dict[str, int]:
     voc_root = Path(voc_root)
     found = {}
     for split in VOC_COUNTS:
-        path = voc_root / LIST_DIR / f"{split}.txt"
+        path = VOC.list_file(voc_root, split)
         if split != "test" or path.is_file():
             found[split] = (len(read_split(voc_root, split)), str(path))
     _warn_counts(found)
@@ -117,7 +118,7 @@ def build_train_aug(
     if expect_voc_counts is None:
         expect_voc_counts = voc_root.absolute().name == "VOC2012"
     if expect_voc_counts:
-        lists = voc_root / LIST_DIR
+        lists = VOC.list_file(voc_root, "train").parent
         counts = {"train_aug": (len(ids), f"train_aug ({lists / 'train.txt'} + {source} - {lists / 'val.txt'})"),
                   "val": (len(val), str(lists / "val.txt"))}
         if (lists / "test.txt").is_file():
@@ -154,7 +155,7 @@ def prepare_voc(voc_root: str | Path, sbd_root: str | Path | None = None) -> Pre
     if not voc_root.is_dir():
         raise FileNotFoundError(f"{voc_root}: VOC root not found (expected VOCdevkit/VOC2012 with "
                                 "JPEGImages/, SegmentationClass/ and ImageSets/Segmentation/)")
-    list_path = voc_root / LIST_DIR / "train_aug.txt"
+    list_path = VOC.list_file(voc_root, "train_aug")
     created = not list_path.is_file()
     if created:
         ids = build_train_aug(voc_root, sbd, expect_voc_counts=False)

@@ -84,4 +84,4 @@ def save_model(s: TrainSettings, model: nn.Module, arch: Arch) -> None:
     """The finished run's weights and the metadata rrm.models.registry.load_model rebuilds the network from."""
     save_torch(s.out_model, {"model": model.state_dict(),
                              "meta": checkpoint_meta(arch, mode=s.mode, width=s.width, steps=s.recipe.steps,
-                                                     batch_norm=s.batch_norm)})
+                                                     batch_norm=s.batch_norm, dataset=s.dataset)})

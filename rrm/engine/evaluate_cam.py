@@ -10,11 +10,11 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from rrm.data.datasets import DatasetSpec
 from rrm.data.normalize import normalize_batch
-from rrm.engine.metrics import ConfusionMatrix
 from rrm.engine.mining import MiningHandle, mine_batch_async
 from rrm.engine.predictions import chunks, overlapped
-from rrm.engine.reports import metrics_report, write_reports
+from rrm.engine.reports import confusion_matrix, metrics_report, write_reports
 from rrm.figures import cam_heatmap, colorize
 from rrm.method.cam import cam_label_map, multiscale_cam
 from rrm.method.crf_pool import CRFPool
@@ -24,8 +24,8 @@ from rrm.settings import MiningParams
 def cams_and_reliable(model: nn.Module, samples: Iterable[dict], *, scales: Sequence[float], mining: MiningParams,
                       pool: CRFPool, device: torch.device | str,
                       chunk: int = 8) -> Iterator[tuple[dict, torch.Tensor, np.ndarray]]:
-    """Per sample: the normalised multi-scale CAM, (1, 20, H, W) on the CPU (eq. 1-3), and the reliable regions
-    mined from it, (H, W) uint8 in {0..20, 255}. The model is expected in eval mode. Same-size images share
+    """Per sample: the normalised multi-scale CAM, (1, C, H, W) on the CPU (eq. 1-3; C foreground classes), and
+    the reliable regions mined from it, (H, W) uint8 in {0..C, 255}. The model is expected in eval mode. Same-size images share
     one forward per scale; a chunk's CRFs run in the pool while the network computes the next chunk's CAMs."""
     @torch.no_grad()  # runs lazily, as the returned iterator is consumed
     def start(group: list[dict]) -> tuple[list[dict], torch.Tensor, MiningHandle]:
@@ -45,15 +45,16 @@ def _with_reliable(group: list[dict], cams: torch.Tensor, mined: MiningHandle
 
 
 @torch.no_grad()
-def evaluate_cam(model: nn.Module, dataset: Sequence[dict], out_dir: str | Path, *, scales: Sequence[float],
+def evaluate_cam(model: nn.Module, dataset: Sequence[dict], out_dir: str | Path, *, spec: DatasetSpec, scales: Sequence[float],
                  bg_threshold: float, mining: MiningParams, pool: CRFPool, device: torch.device,
                  n_examples: int = 8) -> dict:
     """Score the CAM pseudo labels (argmax over [bg_threshold, CAMs]) and the reliable regions mined from them.
 
-    Reliable regions are judged by precision on the pixels they label and by the fraction they label.
+    Reliable regions are judged by precision on the pixels they label and by the fraction they label. Scored
+    over the classes of `spec`.
     """
     model.eval()
-    cm, reliable_cm = ConfusionMatrix(), ConfusionMatrix()
+    cm, reliable_cm, palette = confusion_matrix(spec), confusion_matrix(spec), spec.palette
     labelled = total = 0
     examples = []
     for sample, cam, reliable in cams_and_reliable(model, tqdm(dataset, desc="evaluate CAM", unit="img"),
@@ -65,10 +66,10 @@ def evaluate_cam(model: nn.Module, dataset: Sequence[dict], out_dir: str | Path,
         labelled += int((reliable != 255).sum())
         total += reliable.size
         if len(examples) < n_examples:
-            examples.append([sample["image"], cam_heatmap(cam[0].numpy()), colorize(cam_label),
-                             colorize(reliable), colorize(sample["mask"])])
-    report = metrics_report(cm, n_images=len(dataset), bg_threshold=bg_threshold,
+            examples.append([sample["image"], cam_heatmap(cam[0].numpy()), colorize(cam_label, palette),
+                             colorize(reliable, palette), colorize(sample["mask"], palette)])
+    report = metrics_report(spec, cm, n_images=len(dataset), bg_threshold=bg_threshold,
                             reliable_precision=reliable_cm.pixel_accuracy(),
                             reliable_fraction=labelled / max(total, 1))
-    write_reports(out_dir, report, examples, ["image", "CAM", "CAM label", "reliable", "ground truth"])
+    write_reports(spec, out_dir, report, examples, ["image", "CAM", "CAM label", "reliable", "ground truth"])
     return report

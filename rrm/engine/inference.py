@@ -15,14 +15,14 @@ MIN_SIDE = 8  # below one output-stride-8 cell the networks have nothing to pred
 
 
 def segmentation_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(N, 21, h, w) logits at feature resolution: the "seg" output every segmentation network returns."""
+    """(N, K, h, w) logits (K: the dataset's classes) at feature resolution: the "seg" output every segmentation network returns."""
     return model(x)["seg"]
 
 
 @torch.no_grad()
 def predict_probs(model: nn.Module, image: np.ndarray, *, scales: Sequence[float] = (1.0,), flip: bool = False,
                   device: torch.device | str = "cpu", name: str = "image") -> torch.Tensor:
-    """Softmax (21, H, W) at the image's own size, averaged over scales (and horizontal flips).
+    """Softmax (K, H, W) at the image's own size, averaged over scales (and horizontal flips).
 
     With scales == [1] and flip off this is exactly single-scale inference.
     """

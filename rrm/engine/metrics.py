@@ -1,4 +1,4 @@
-"""Confusion-matrix segmentation metrics (mIoU over background + 20 classes, one matrix per split)."""
+"""Confusion-matrix segmentation metrics (mIoU over a dataset's classes, background included; one matrix per split)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from rrm.data.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
+from rrm.data.datasets import IGNORE_INDEX
 
 
 class ConfusionMatrix:
     """Accumulates mat[target, pred] over pixels; pixels whose target or prediction is ignore_index are
     skipped (so sparse pseudo labels can be scored on their labelled pixels)."""
 
-    def __init__(self, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.mat = np.zeros((num_classes, num_classes), dtype=np.int64)
 
@@ -52,7 +52,7 @@ class ConfusionMatrix:
         total = self.mat.sum()
         return float(np.trace(self.mat) / total) if total else float("nan")
 
-    def to_dict(self, class_names: Sequence[str] = CLASSES) -> dict:
+    def to_dict(self, class_names: Sequence[str]) -> dict:
         """{"miou", "pixel_acc", "per_class_iou": {name: iou or None}} (None where NaN: valid JSON)."""
         if len(class_names) != self.num_classes:
             raise ValueError(f"class_names must have {self.num_classes} names, got {len(class_names)}")

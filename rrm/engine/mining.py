@@ -68,7 +68,7 @@ def mine_batch_async(images: np.ndarray, cams: Tensor | np.ndarray, labels: Tens
             f"images must be an (N, H, W, 3) uint8 array, got {getattr(images, 'shape', images)}"
         )
     if cams_np.ndim != 4 or cams_np.shape[0] != images.shape[0] or cams_np.shape[2:] != images.shape[1:3]:
-        raise ValueError(f"cams must be (N, 20, H, W) matching images {images.shape}, got {cams_np.shape}")
+        raise ValueError(f"cams must be (N, C, H, W) matching images {images.shape}, got {cams_np.shape}")
     if labels_np.shape != cams_np.shape[:2]:
         raise ValueError(f"labels must be {cams_np.shape[:2]}, got {labels_np.shape}")
     if roi is not None:

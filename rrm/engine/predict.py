@@ -14,7 +14,8 @@ import torch.nn as nn
 from PIL import Image
 from tqdm import tqdm
 
-from rrm.data.voc import read_split
+from rrm.data.datasets import VOC, DatasetSpec
+from rrm.data.voc import image_path, read_split
 from rrm.engine.inference import predict_probs
 from rrm.figures import overlay
 from rrm.io import atomic_path, load_image, save_mask
@@ -57,10 +58,11 @@ def label_image(model: nn.Module, image: np.ndarray, *, scales: Sequence[float],
     return probs.argmax(0).numpy().astype(np.uint8)
 
 
-def predict_images(model: nn.Module, paths: Sequence[Path], out_dir: str | Path, *, scales: Sequence[float] = (1.0,),
-                   flip: bool = False, crf: CRFParams | None = None, device: torch.device | str = "cpu"
-                   ) -> PredictSummary:
-    """Write out_dir/masks/<stem>.png (palette) and out_dir/overlays/<stem>.jpg for every readable image.
+def predict_images(model: nn.Module, paths: Sequence[Path], out_dir: str | Path, *, spec: DatasetSpec,
+                   scales: Sequence[float] = (1.0,), flip: bool = False, crf: CRFParams | None = None,
+                   device: torch.device | str = "cpu") -> PredictSummary:
+    """Write out_dir/masks/<stem>.png and out_dir/overlays/<stem>.jpg, in the palette of `spec` (the dataset
+    the network was trained on), for every readable image.
 
     An unreadable or too-small image is skipped with a warning and counted, not fatal to the batch.
     """
@@ -76,9 +78,9 @@ def predict_images(model: nn.Module, paths: Sequence[Path], out_dir: str | Path,
             warnings.warn(f"skipped {path}: {reason}", stacklevel=2)
             summary.skipped.append((path, reason))
             continue
-        save_mask(out_dir / "masks" / f"{path.stem}.png", label)
+        save_mask(out_dir / "masks" / f"{path.stem}.png", label, spec.palette)
         with atomic_path(out_dir / "overlays" / f"{path.stem}.jpg") as tmp:
-            Image.fromarray(overlay(image, label)).save(tmp, format="JPEG", quality=90)
+            Image.fromarray(overlay(image, label, spec.palette)).save(tmp, format="JPEG", quality=90)
         summary.written.append(path)
     return summary
 
@@ -89,15 +91,15 @@ def export_voc_server(model: nn.Module, root: str | Path, split: str, out_dir: s
     """Predict every image of `split` into the devkit's results layout and pack the archive the server takes.
 
     Writes out_dir/results/VOC2012/Segmentation/<comp>_<split>_cls/<id>.png and out_dir/results.tgz
-    (comp6: trained with data beyond VOC's own, e.g. SBD; comp5: VOC data only).
+    (comp6: trained with data beyond VOC's own, e.g. SBD; comp5: VOC data only). `model` is a VOC network.
     """
     root, out_dir = Path(root), Path(out_dir)
     target = out_dir / SERVER_DIR / f"{comp}_{split}_cls"
     model.eval()
     for name in tqdm(read_split(root, split), desc=f"export {split}", unit="img"):
-        image = load_image(root / "JPEGImages" / f"{name}.jpg")
+        image = load_image(image_path(root, name, VOC, split))
         label = label_image(model, image, scales=scales, flip=flip, crf=crf, device=device, name=name)
-        save_mask(target / f"{name}.png", label)
+        save_mask(target / f"{name}.png", label, VOC.palette)
     archive = out_dir / "results.tgz"
     with atomic_path(archive) as tmp, tarfile.open(tmp, "w:gz") as tar:
         tar.add(out_dir / "results", arcname="results")

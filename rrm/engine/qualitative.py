@@ -60,19 +60,20 @@ def qualitative_grid(path: str | os.PathLike, dataset: VOCSegmentation, ids: Seq
     if missing:
         raise ValueError(f"{dataset.list_path}: no ground-truth mask for {', '.join(missing)}")
 
+    palette = dataset.spec.palette
     classifier.eval()
     cams = [(cam, reliable) for _, cam, reliable in
             cams_and_reliable(classifier, samples, scales=cam_scales, mining=mining, pool=pool, device=device)]
     columns = [[s["image"] for s in samples], [cam_heatmap(cam[0].numpy()) for cam, _ in cams],
-               [colorize(reliable) for _, reliable in cams]]
+               [colorize(reliable, palette) for _, reliable in cams]]
     titles = ["image", "CAM", "reliable regions"]
     networks = [("one-step", onestep, onestep_inference)]
     if deeplab is not None:
         networks.append(("two-step", deeplab, deeplab_inference))
     for title, model, inference in networks:
-        columns.append([colorize(label) for label in _labels(model, samples, inference, pool, device, title)])
+        columns.append([colorize(label, palette) for label in _labels(model, samples, inference, pool, device, title)])
         titles.append(title + (" +CRF" if inference is not None else ""))
-    columns.append([colorize(s["mask"]) for s in samples])
+    columns.append([colorize(s["mask"], palette) for s in samples])
     titles.append("ground truth")
     save_grid(path, [list(row) for row in zip(*columns, strict=True)], titles, cell=cell)
     return titles

@@ -20,6 +20,7 @@ class TrainSettings:
     head_bias: str  # resnet38 only: one of rrm.settings.HEAD_BIAS, the init of the segmentation head's biases
     batch_norm: bool  # DeepLab-LargeFOV only: VGG-16 with BatchNorm (torchvision's vgg16_bn)
     init: str | None
+    dataset: str  # a name of rrm.data.datasets: the layout of data_root and the network's head sizes
     data_root: str
     split: str
     mask_dir: str | None

@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from rrm.data.datasets import get_dataset
 from rrm.data.transforms import TrainBatchCollate
 from rrm.data.voc import VOCSegmentation
 from rrm.engine import distributed
@@ -55,11 +56,12 @@ def train(s: TrainSettings, arch: Arch, steps: Steps) -> dict:
 
 
 def build_model(s: TrainSettings, arch: Arch, device: torch.device) -> nn.Module:
-    """The network the run starts from: `arch` (s.arch names it) with s.init's weights, on `device`."""
+    """The network the run starts from: `arch` (s.arch names it), its head sized for s.dataset's classes, with
+    s.init's weights, on `device`."""
     if arch.name != s.arch:
         raise ValueError(f"training settings name network {s.arch!r}, the registry entry passed is {arch.name!r}")
     recipe = s.recipe
-    return arch.build(width=s.width, batch_norm=s.batch_norm, freeze_bn=recipe.freeze_bn, dropout=recipe.dropout,
+    return arch.build(num_classes=get_dataset(s.dataset).num_classes, width=s.width, batch_norm=s.batch_norm, freeze_bn=recipe.freeze_bn, dropout=recipe.dropout,
                       head_bias=s.head_bias, init=s.init, frozen=recipe.frozen if isinstance(recipe, ClassifierRecipe) else ()).to(device)
 
 
@@ -75,7 +77,7 @@ def _train(s: TrainSettings, arch: Arch, steps: Steps, device: torch.device) -> 
     np.random.seed(s.seed + rank)
     random.seed(s.seed + rank)
     dataset = VOCSegmentation(s.data_root, s.split, mask_dir=s.mask_dir, labels_file=s.labels_file,
-                              weak=s.mode != "supervised")
+                              weak=s.mode != "supervised", dataset=get_dataset(s.dataset))
     model = build_model(s, arch, device)
     if device.type == "cuda":  # NHWC activations: cuDNN's fast convolution layouts (bf16 tensor cores)
         model = model.to(memory_format=torch.channels_last)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from rrm.data.datasets import image_labels_file
 from rrm.engine.device import resolve_device
 from rrm.engine.distributed import launch
 from rrm.engine.recipe import TrainSettings
@@ -36,9 +37,9 @@ def training_run(p: Params, stage: str, *, out_model: str, checkpoint: str, live
         mode=MODES[stage], arch=arch, width=p.deeplab.width if deeplab else p.model.width,
         head_bias=p.model.head_bias,
         batch_norm=deeplab and p.deeplab.batch_norm, init=init,
-        data_root=p.data.root, split=p.export_pseudo.split if deeplab else p.data.train_split,
+        dataset=p.data.dataset, data_root=p.data.root, split=p.export_pseudo.split if deeplab else p.data.train_split,
         mask_dir=str(Path(masks).resolve()) if masks is not None else p.data.mask_dir,
-        labels_file=None if MODES[stage] == "supervised" else p.data.labels_file,
+        labels_file=None if MODES[stage] == "supervised" else image_labels_file(p.data, p.data.train_split),
         out_model=out_model, checkpoint=checkpoint, live_dir=live_dir,
         seed=p.train_cls.seed if stage == "train_cls" else p.seed,
         device=str(resolve_device(p.device)), amp=p.amp, num_workers=p.data.num_workers, nproc=p.nproc,

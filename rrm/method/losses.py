@@ -10,7 +10,7 @@ def classification_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Multi-label soft-margin loss of the classification branch: logits (N, 20), labels (N, 20) multi-hot."""
     if logits.ndim != 2 or logits.shape != labels.shape:
         raise ValueError(
-            f"logits and labels must both be (N, 20), got {tuple(logits.shape)} and {tuple(labels.shape)}"
+            f"logits and labels must both be (N, C), got {tuple(logits.shape)} and {tuple(labels.shape)}"
         )
     return F.multilabel_soft_margin_loss(logits, labels.to(logits.dtype))
 

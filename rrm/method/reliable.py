@@ -38,7 +38,7 @@ def prepare(image: np.ndarray, cam_norm: np.ndarray | Tensor, labels: np.ndarray
     form crf_jobs and mine_prepared take."""
     cam_norm, labels = as_numpy(cam_norm).astype(np.float32, copy=False), as_numpy(labels)
     if cam_norm.ndim != 3:
-        raise ValueError(f"cam_norm must be (20, H, W), got shape {cam_norm.shape}")
+        raise ValueError(f"cam_norm must be (C, H, W), C foreground classes, got shape {cam_norm.shape}")
     if labels.shape != cam_norm.shape[:1]:
         raise ValueError(f"labels must be ({cam_norm.shape[0]},) to match cam_norm, got {labels.shape}")
     if (

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import Bottleneck, conv1x1
 
+from rrm.data.datasets import VOC
 from rrm.io import load_torch
 from rrm.models.layers import DilatedConv2d, FreezableBatchNorm, lr_groups, scaled
 from rrm.models.registry import Arch
@@ -61,7 +62,7 @@ class DeepLabLargeFOV(FreezableBatchNorm):
 
     new_layers = ("fc8.",)
 
-    def __init__(self, *, num_classes: int = 21, width: float = 1.0, batch_norm: bool = False,
+    def __init__(self, *, num_classes: int = VOC.num_classes, width: float = 1.0, batch_norm: bool = False,
                  freeze_bn: bool = False, dropout: bool = True) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -161,7 +162,7 @@ class DeepLabV2(FreezableBatchNorm):
 
     new_layers = ("aspp.",)
 
-    def __init__(self, *, num_classes: int = 21, width: float = 1.0, freeze_bn: bool = True) -> None:
+    def __init__(self, *, num_classes: int = VOC.num_classes, width: float = 1.0, freeze_bn: bool = True) -> None:
         super().__init__()
         stem = scaled(64, width)
         planes = [scaled(p, width) for p in (64, 128, 256, 512)]
@@ -271,7 +272,7 @@ def load_imagenet_weights(model: nn.Module, path: str | os.PathLike, *, arch: st
 def build_deeplab(
     *,
     arch: str,
-    num_classes: int = 21,
+    num_classes: int = VOC.num_classes,
     width: float = 1.0,
     weights: str | os.PathLike | None = None,
     freeze_bn: bool = True,
@@ -297,11 +298,11 @@ def build_deeplab(
 
 
 def _builder(arch: str):
-    def build(*, width: float, batch_norm: bool, freeze_bn: bool, dropout: bool, head_bias: str, init: str | None,
-              frozen: tuple[str, ...]) -> nn.Module:  # head_bias: a ResNet-38 setting, DeepLab's heads init as defined
+    def build(*, num_classes: int, width: float, batch_norm: bool, freeze_bn: bool, dropout: bool, head_bias: str,
+              init: str | None, frozen: tuple[str, ...]) -> nn.Module:  # head_bias: ResNet-38's; DeepLab's heads init as defined
         if frozen:
             raise ValueError(f"{arch}: frozen modules are a ResNet-38 classifier setting, got {list(frozen)}")
-        return build_deeplab(arch=arch, width=width, weights=init, freeze_bn=freeze_bn,
+        return build_deeplab(arch=arch, num_classes=num_classes, width=width, weights=init, freeze_bn=freeze_bn,
                              batch_norm=arch == "vgg16_largefov" and batch_norm, dropout=dropout)
     return build
 

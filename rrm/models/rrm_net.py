@@ -8,14 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rrm.data.datasets import VOC
 from rrm.models.layers import DilatedConv2d, lr_groups, scaled
 from rrm.models.registry import Arch
 from rrm.models.resnet38 import ResNet38
 from rrm.models.trainable import freeze_modules
 from rrm.models.weights import load_rrm_weights
 from rrm.settings import HEAD_BIAS, RRM_ARCH
-
-NUM_FG_CLASSES = 20
 
 
 def class_activation_map(features: torch.Tensor, fc8_weight: torch.Tensor) -> torch.Tensor:
@@ -28,8 +27,9 @@ def class_activation_map(features: torch.Tensor, fc8_weight: torch.Tensor) -> to
 
 
 class RRMNet(ResNet38):
-    """ResNet-38 plus the two branches; forward (N, 3, H, W) -> {"cls": (N, 20) logits,
-    "cam": (N, 20, h, w) ReLU'd CAM, "seg": (N, num_classes, h, w) logits}, h, w = ceil(H/8), ceil(W/8).
+    """ResNet-38 plus the two branches; forward (N, 3, H, W) -> {"cls": (N, C) logits,
+    "cam": (N, C, h, w) ReLU'd CAM, "seg": (N, num_classes, h, w) logits}, h, w = ceil(H/8), ceil(W/8),
+    num_classes = C + 1 (the dataset's foreground classes and background: VOC 21, COCO 81).
 
     A subclass (as in PSA/RRM) rather than a `backbone` attribute, so the state dict has the authors' flat
     keys (`conv1a.weight`, `b7.conv_branch2b2.weight`, `fc8.weight`, `fc8_seg_conv1.bias`). Callers upsample.
@@ -38,7 +38,7 @@ class RRMNet(ResNet38):
     new_layers = ("fc8.", "fc8_seg_conv1.", "fc8_seg_conv2.")
 
     def __init__(
-        self, *, width: float = 1.0, num_classes: int = 21, freeze_bn: bool = True, dropout: bool = True,
+        self, *, width: float = 1.0, num_classes: int = VOC.num_classes, freeze_bn: bool = True, dropout: bool = True,
         head_bias: str = "zeros",
     ) -> None:
         super().__init__(width=width, freeze_bn=freeze_bn, dropout=dropout)
@@ -49,7 +49,7 @@ class RRMNet(ResNet38):
         channels, mid = self.out_channels, scaled(512, width)
         self.num_classes = num_classes
         self.dropout7 = nn.Dropout2d(0.5 * dropout)
-        self.fc8 = nn.Conv2d(channels, NUM_FG_CLASSES, 1, bias=False)
+        self.fc8 = nn.Conv2d(channels, num_classes - 1, 1, bias=False)  # one logit per foreground class
         self.fc8_seg_conv1 = DilatedConv2d(channels, mid, 12)
         self.fc8_seg_conv2 = DilatedConv2d(mid, num_classes, 12)
         for conv in (self.fc8, self.fc8_seg_conv1, self.fc8_seg_conv2):
@@ -58,7 +58,7 @@ class RRMNet(ResNet38):
                 nn.init.zeros_(conv.bias)  # "pytorch": nn.Conv2d's U(+-1/sqrt(fan_in)), as network/RRM.py
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
-        """(N, D, h, w) -> (N, 20) logits: Dropout2d(0.5), global average pooling, fc8."""
+        """(N, D, h, w) -> (N, C) logits: Dropout2d(0.5), global average pooling, fc8."""
         pooled = F.adaptive_avg_pool2d(self.dropout7(features), 1)
         return self.fc8(pooled).flatten(1)
 
@@ -84,7 +84,7 @@ class RRMNet(ResNet38):
 def build_rrm(
     *,
     width: float = 1.0,
-    num_classes: int = 21,
+    num_classes: int = VOC.num_classes,
     weights: str | os.PathLike | None = None,
     freeze_bn: bool = True,
     dropout: bool = True,
@@ -101,10 +101,10 @@ def build_rrm(
     return model
 
 
-def _build(*, width: float, batch_norm: bool, freeze_bn: bool, dropout: bool, head_bias: str, init: str | None,
-           frozen: tuple[str, ...]) -> RRMNet:
+def _build(*, num_classes: int, width: float, batch_norm: bool, freeze_bn: bool, dropout: bool, head_bias: str,
+           init: str | None, frozen: tuple[str, ...]) -> RRMNet:
     """The registry's builder (batch_norm: ResNet-38 always has BatchNorm)."""
-    model = build_rrm(width=width, weights=init, freeze_bn=freeze_bn, dropout=dropout, head_bias=head_bias)
+    model = build_rrm(width=width, num_classes=num_classes, weights=init, freeze_bn=freeze_bn, dropout=dropout, head_bias=head_bias)
     freeze_modules(model, frozen)
     return model
 

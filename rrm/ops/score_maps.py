@@ -48,11 +48,13 @@ class Job:
 
 @dataclass(frozen=True)
 class RefineOptions:
-    """How score maps are read, which CRF settings refine them (pydensecrf's keywords), and the
+    """How score maps are read (K = num_classes channels), the (256, 3) palette of the masks written (the
+    dataset's, rrm.data.datasets), which CRF settings refine them (pydensecrf's keywords), and the
     kept_classes threshold of each image's CRF (None: the CRF runs over all K classes)."""
 
+    num_classes: int
+    palette: np.ndarray = field(repr=False)
     logits: bool = False
-    num_classes: int = 21
     crf: dict = field(default_factory=dict)
     min_prob: float | None = MIN_PROB
 
@@ -134,10 +136,10 @@ def load_pair(job: Job, options: RefineOptions) -> tuple[np.ndarray, np.ndarray]
     return image, probs
 
 
-def write_outputs(job: Job, classes: np.ndarray, posterior: np.ndarray) -> None:
-    """Palette PNG of the argmax and, if asked, the compact posterior (both written atomically).
-    posterior (K', H, W) is over the class ids ``classes`` (K')."""
-    save_mask(job.mask_out, label_map(classes, posterior))
+def write_outputs(job: Job, options: RefineOptions, classes: np.ndarray, posterior: np.ndarray) -> None:
+    """Palette PNG of the argmax (options.palette) and, if asked, the compact posterior (both written
+    atomically). posterior (K', H, W) is over the class ids ``classes`` (K')."""
+    save_mask(job.mask_out, label_map(classes, posterior), options.palette)
     if job.probs_out is not None:
         save_compact(job.probs_out, classes, posterior)
 
@@ -169,7 +171,7 @@ def refine_file(job: Job, options: RefineOptions) -> str | None:
     """Load, refine with pydensecrf and write one job (a pool worker's task): None, or the error line."""
     try:
         image, probs = load_pair(job, options)
-        write_outputs(job, *pruned_crf(image, probs, options.crf, options.min_prob))
+        write_outputs(job, options, *pruned_crf(image, probs, options.crf, options.min_prob))
     except BadInput as error:
         return str(error)
     return None

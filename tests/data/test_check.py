@@ -12,6 +12,7 @@ from PIL import Image
 
 from rrm.data.check import check_dataset, format_report
 from rrm.data.classes import CLASSES
+from rrm.data.datasets import VOC
 from rrm.io import load_mask, save_mask
 
 SAMPLE = Path(os.environ.get("RRM_VOC_SAMPLE", "/work/shared/data/voc2012-sample"))
@@ -46,13 +47,13 @@ def test_damaged_copy_lists_all_three_problems(damaged: Path) -> None:
     path = damaged / "SegmentationClass" / f"{resized}.png"
     mask = load_mask(path)
     save_mask(path, np.asarray(Image.fromarray(mask).resize((mask.shape[1] // 2, mask.shape[0] // 2),
-                                                            Image.Resampling.NEAREST)))
+                                                            Image.Resampling.NEAREST)), VOC.palette)
     jpeg = damaged / "JPEGImages" / f"{truncated}.jpg"
     jpeg.write_bytes(jpeg.read_bytes()[:4000])
     path = damaged / "SegmentationClass" / f"{recoloured}.png"
     mask = load_mask(path)
     mask[0, 0] = 42
-    save_mask(path, mask)
+    save_mask(path, mask, VOC.palette)
 
     report = check_dataset(damaged)
     assert not report.ok and len(report.errors) == 3, report.errors

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from rrm.cli import app
 from rrm.data.coco_classes import CATEGORIES, CLASSES, VOC_TO_COCO
-from rrm.data.voc import read_split
+from rrm.data.datasets import COCO
+from rrm.data.voc import VOCSegmentation, read_split
 from rrm.io import load_mask, save_mask
 
 mask_utils = pytest.importorskip("pycocotools.mask")
@@ -91,6 +92,20 @@ def test_round_trip_masks_labels_lists_and_resume(coco_root: tuple[Path, dict], 
 
     code, output = _run("check-coco", tmp_path)
     assert code == 0 and "OK; images: train2014 40, val2014 20; crowd/ignore pixels" in output, output
+    code, output = _run("check-data", tmp_path, "--dataset", "coco")  # the pipeline's check of the same root
+    assert code == 0 and "OK; 60 image(s) checked; splits: train2014 40, val2014 20" in output, output
+    assert all(f"\n{name} " in output for name in CLASSES)  # a row per class of COCO (background + 80)
+
+    # the pipeline's reader of data.dataset coco: the same masks, and the labels of ImageLabels/<split>.json
+    val = VOCSegmentation(tmp_path, "val2014", dataset=COCO, weak=True,
+                          labels_file=COCO.labels_file(tmp_path, "val2014"))
+    assert sorted(val.names) == sorted(name for name, mask in expected["val2014"].items() if (mask > 0).any()
+                                       and (mask < 255).any())
+    for sample in val:
+        want = expected["val2014"][sample["name"]]
+        np.testing.assert_array_equal(sample["mask"], want)
+        assert sample["labels"].shape == (80,)
+        assert set(np.flatnonzero(sample["labels"]) + 1) == set(np.unique(want).tolist()) - {0, 255}
 
     first = sorted(expected["val2014"])[0]
     (tmp_path / "SegmentationClass" / "val2014" / f"{first}.png").write_bytes(b"truncated")
@@ -144,7 +159,7 @@ def test_check_coco_layout_names_each_problem(coco_root: tuple[Path, dict], tmp_
     bad_value = tmp_path / "SegmentationClass" / "val2014" / f"{names[0]}.png"
     mask = load_mask(bad_value)
     mask[0, 0] = 81
-    save_mask(bad_value, mask)
+    save_mask(bad_value, mask, COCO.palette)
     labels_path = tmp_path / "ImageLabels" / "val2014.json"
     labels = json.loads(labels_path.read_text())
     labels[names[1]] = []

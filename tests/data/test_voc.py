@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from rrm.data.classes import CLASSES
+from rrm.data.datasets import VOC
 from rrm.data.voc import (
     VOCSegmentation,
     image_labels,
@@ -221,7 +222,7 @@ def test_mask_size_mismatch(tmp_path: Path) -> None:
     root = make_root(tmp_path / "voc", [name])
     path = root / "SegmentationClass" / f"{name}.png"
     mask = load_mask(path)
-    save_mask(path, mask[:-10])
+    save_mask(path, mask[:-10], VOC.palette)
     h, w = mask.shape
     with pytest.raises(ValueError, match=rf"{name}\.png: mask size {w}x{h - 10} differs from image .*{w}x{h}"):
         VOCSegmentation(root, "train")
@@ -236,7 +237,7 @@ def test_mask_value_outside_classes(tmp_path: Path) -> None:
     path = root / "SegmentationClass" / f"{name}.png"
     mask = load_mask(path)
     mask[5, 5] = 42
-    save_mask(path, mask)
+    save_mask(path, mask, VOC.palette)
     with pytest.raises(ValueError, match=rf"{name}\.png: mask values outside 0\.\.20 and 255: \[42\]"):
         VOCSegmentation(root, "train")[0]
     with pytest.raises(ValueError, match=rf"{name}\.png: mask values outside .*\[42\]"):
@@ -277,7 +278,7 @@ def test_weak_mode_skips_and_counts_images_without_foreground(tmp_path: Path) ->
     root = make_root(tmp_path / "voc", ids)
     path = root / "SegmentationClass" / f"{ids[2]}.png"
     mask = load_mask(path)
-    save_mask(path, np.where(mask == 255, 255, 0).astype(np.uint8))  # background and void only
+    save_mask(path, np.where(mask == 255, 255, 0).astype(np.uint8), VOC.palette)  # background and void only
     assert len(VOCSegmentation(root, "train")) == 4  # not weak: kept
     with pytest.warns(UserWarning, match=rf"train\.txt: 1 of 4 image\(s\) have no foreground.*{ids[2]}"):
         dataset = VOCSegmentation(root, "train", weak=True)

@@ -79,7 +79,7 @@ def _settings(root: Path, out: Path, mode: str) -> TrainSettings:
                            checkpoint_every=2, loss="joint", pseudo="rrm", schedule="poly",
                            energy=EnergyParams(sigma_rgb=15.0, sigma_xy=100.0, scale=0.5, weight=1e-5))
     mining = MiningSettings(params=PARAMS.mining.params, cam_scales=(0.5, 1.0), pool_processes=0)
-    return TrainSettings(mode=mode, arch="resnet38", width=0.0625, head_bias="zeros", batch_norm=False, init=None, data_root=str(root),
+    return TrainSettings(mode=mode, arch="resnet38", width=0.0625, head_bias="zeros", batch_norm=False, init=None, dataset="voc", data_root=str(root),
                          split="train", mask_dir=None, labels_file=None, out_model=str(out / mode / "model.pt"),
                          checkpoint=str(out / mode / "ckpt" / "last.pt"), live_dir=str(out / mode / "live"),
                          seed=5, device="cpu", amp="none", num_workers=0, nproc=1, recipe=recipe,

@@ -27,7 +27,7 @@ def test_hand_matrix_iou_and_ignore() -> None:
 
 
 def test_to_dict_is_json_and_named() -> None:
-    cm = ConfusionMatrix()
+    cm = ConfusionMatrix(len(CLASSES))
     cm.update(np.array([0, 15, 15, 255]), np.array([0, 15, 0, 3]))
     report = cm.to_dict(CLASSES)
     json.dumps(report, allow_nan=False)

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from rrm.data.classes import PALETTE
+from rrm.data.datasets import VOC
 from rrm.engine.inference import predict_probs
 from rrm.engine.predict import export_voc_server, list_images, predict_images
 from rrm.io import save_torch
@@ -51,7 +52,7 @@ def test_predict_writes_mask_and_overlay_per_image_at_original_size(checkpoint, 
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     Image.new("RGB", (1, 1)).save(folder / "dot.png")
     with pytest.warns(UserWarning, match="broken.jpg"):
-        summary = predict_images(load_model(checkpoint), list_images([folder]), tmp_path / "out")
+        summary = predict_images(load_model(checkpoint), list_images([folder]), tmp_path / "out", spec=VOC)
     assert len(summary.written) == len(images)
     assert sorted(p.name for p, _ in summary.skipped) == ["broken.jpg", "dot.png"]
     for path in images:

@@ -56,11 +56,11 @@ def test_grid_layout_and_columns(setup, tmp_path):
     for row, name in enumerate(ids):
         sample = val[val.names.index(name)]
         assert np.array_equal(_tile(grid, row, 0), sample["image"])
-        assert np.array_equal(_tile(grid, row, 5), colorize(sample["mask"]))
+        assert np.array_equal(_tile(grid, row, 5), colorize(sample["mask"], PALETTE))
         onestep = predict_probs(models["onestep"], sample["image"]).argmax(0).numpy()
-        assert np.array_equal(_tile(grid, row, 3), colorize(onestep))
+        assert np.array_equal(_tile(grid, row, 3), colorize(onestep, PALETTE))
         deeplab = predict_probs(models["deeplab"], sample["image"]).argmax(0).numpy()
-        assert np.array_equal(_tile(grid, row, 4), colorize(deeplab))
+        assert np.array_equal(_tile(grid, row, 4), colorize(deeplab, PALETTE))
         cam = multiscale_cam(models["classifier"], normalize(sample["image"])[None],
                              torch.from_numpy(sample["labels"])[None], scales=[0.5, 1.0])
         # the grid's CAMs come from one batched forward: float rounding may move a colour by a level

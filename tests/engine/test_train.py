@@ -30,7 +30,7 @@ MINING = MiningSettings(params=PARAMS.mining.params, cam_scales=(0.5, 1.0), pool
 
 def _settings(root: Path, out: Path, mining: MiningSettings | None = MINING, **recipe) -> TrainSettings:
     return TrainSettings(mode="onestep" if mining else "supervised", arch="resnet38", width=0.0625, head_bias="zeros",
-                         batch_norm=False, init=None, data_root=str(root), split="train", mask_dir=None, labels_file=None,
+                         batch_norm=False, init=None, dataset="voc", data_root=str(root), split="train", mask_dir=None, labels_file=None,
                          out_model=str(out / "model.pt"), checkpoint=str(out / "ckpt" / "last.pt"), live_dir=None,
                          seed=0, device="cpu", amp="none", num_workers=0, nproc=1,
                          recipe=replace(RECIPE, **recipe), mining=mining)
@@ -114,7 +114,7 @@ def test_killed_run_resumes_to_identical_weights(tiny_dataset, tmp_path):
 ])
 def test_adam_learning_rate_multipliers(tmp_path, arch, init, new_mult):
     s = replace(_settings(tmp_path, tmp_path, mining=None, optimizer="adam", lr=1e-3, steps=10), arch=arch, init=init)
-    model = ARCHS[arch].build(width=0.0625, batch_norm=False, freeze_bn=True, dropout=True, head_bias="zeros",
+    model = ARCHS[arch].build(num_classes=21, width=0.0625, batch_norm=False, freeze_bn=True, dropout=True, head_bias="zeros",
                               init=None, frozen=())
     optimizer, _ = make_optimizer(model, s, ARCHS[arch].scratch_new_lr_mult)
     lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}

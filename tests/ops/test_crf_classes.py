@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from rrm.data.datasets import COCO
 from rrm.io import load_image, load_mask
 from rrm.method.crf_torch import dense_crf_torch
 from rrm.ops.crf_classes import expand, kept_classes, label_map, load_compact, pruned_crf, save_compact
@@ -68,7 +69,7 @@ def test_torch_batch_equals_full_k_crf_with_the_dropped_labels_left_out(voc_samp
     """Packing each image's kept classes into a padded batch is the full-K torch CRF whose dropped labels
     have Q = 0 (valid False: a -inf unary, so they send no message). Float32 rounding only."""
     images, maps = zip(*(_photo_and_probs(voc_sample, name, seed=n) for n, name in enumerate(NAMES)), strict=True)
-    options = RefineOptions(num_classes=81, crf=TEST_CRF, min_prob=0.05)
+    options = RefineOptions(num_classes=COCO.num_classes, palette=COCO.palette, crf=TEST_CRF, min_prob=0.05)
     results = refine(list(images), list(maps), options, "torch")
     assert len({len(classes) for classes, _ in results}) == 2  # different kept counts: padding is exercised
     valid = torch.zeros(len(images), 81, dtype=torch.bool)

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from rrm.data.classes import CLASSES
+from rrm.data.datasets import VOC
 from rrm.experiments.configs import config_file
 from rrm.settings import read_yaml
 
@@ -110,7 +110,7 @@ def validate_table(table: Any) -> None:
         rows, columns, paper = spec.get("rows") or [], spec.get("columns"), spec.get("paper") or {}
         if not rows:
             problems.append(f"{where}.rows: missing or empty")
-        width = len(CLASSES) + 1 if columns == "classes" else len(columns or [])
+        width = VOC.num_classes + 1 if columns == "classes" else len(columns or [])
         if columns != "classes" and not columns:
             problems.append(f"{where}.columns: a list of columns or 'classes'")
         for row in rows:

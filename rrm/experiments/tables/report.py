@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rrm.data.classes import CLASSES, PAPER_COLUMNS
+from rrm.data.classes import PAPER_COLUMNS
+from rrm.data.datasets import VOC
 from rrm.experiments.spread import SIGNIFICANCE, paired, spread
 from rrm.experiments.tables.plan import METRIC_KEYS, Cell, Plan, lookup_key, plan, split_labelled, with_seeds
 from rrm.experiments.tables.runner import collect_results, git_head
@@ -22,7 +23,7 @@ NOT_RUN = "not run"
 
 
 def cell_values(cell: Cell, result: Mapping | None, metric: str = "crf") -> list[float | None] | None:
-    """Our numbers for a cell as fractions: [mIoU] or 21 class IoUs + [mIoU]; None when not run.
+    """Our numbers for a cell as fractions: [mIoU] or VOC's 21 class IoUs + [mIoU] (the paper's tables are VOC's); None when not run.
     A class absent from the split (IoU NaN, dropped by DVC) gives None in its place."""
     if not result or result.get("state") != "success" or cell.metrics_file not in result["metrics"]:
         return None
@@ -32,7 +33,7 @@ def cell_values(cell: Cell, result: Mapping | None, metric: str = "crf") -> list
     if len(cell.paper) == 1:
         return [miou]
     per_class = data.get(per_class_key) or {}
-    return [per_class.get(c) for c in CLASSES] + [miou]
+    return [per_class.get(c) for c in VOC.classes] + [miou]
 
 
 def seed_values(the_plan: Plan, results: Mapping[str, Mapping], seeds: int,
@@ -315,7 +316,7 @@ def per_class_figure(path: str | os.PathLike, table: Mapping,
         if file.is_file():
             per_class = json.loads(file.read_text()).get(METRIC_KEYS[metric][1]) or {}
             series[label] = {col: math.nan if per_class.get(c) is None else per_class[c]
-                             for c, col in zip(CLASSES, PAPER_COLUMNS, strict=True)}
+                             for c, col in zip(VOC.classes, PAPER_COLUMNS, strict=True)}
     if series:
         per_class_bars(path, series, title=f"per-class IoU on val, main workspace ({METRIC_KEYS[metric][1]})")
     return list(series)
