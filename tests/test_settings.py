@@ -13,6 +13,7 @@ import yaml
 from rrm.settings import (
     AMP,
     CRF_BACKENDS,
+    DATASETS,
     DEEPLAB_ARCHS,
     DEVICES,
     LOSSES,
@@ -98,7 +99,7 @@ def test_method_dataclass_checks_are_reported_under_their_params_key():
 @pytest.mark.parametrize(("key", "choices"), [
     ("device", DEVICES), ("amp", AMP), ("train_cls.optimizer", OPTIMIZERS), ("train_onestep.loss", LOSSES),
     ("train_onestep.pseudo", PSEUDO_LABELS), ("deeplab.arch", DEEPLAB_ARCHS), ("mining.rule", MINING_RULES),
-    ("mining.crf_backend", CRF_BACKENDS)])
+    ("mining.crf_backend", CRF_BACKENDS), ("data.dataset", DATASETS)])
 def test_choice_lists_are_the_codes_own(key, choices):
     """Each choice the code defines is accepted, anything else is rejected naming the key."""
     *sections, name = key.split(".")
