@@ -138,36 +138,6 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> TinyPipeline:
     return pipeline
 
 
-def write_coco_layout(voc_root: Path, out: Path, splits: dict[str, str]) -> None:
-    """The VOC-layout root's `splits` ({VOC split: COCO split}) in the layout `rrm prepare-coco` writes:
-    JPEGImages/<split>/, SegmentationClass/<split>/ (VOC's classes under their COCO indices, 255 kept),
-    ImageSets/<split>.txt and ImageLabels/<split>.json (the classes of each mask)."""
-    import json
-
-    import numpy as np
-
-    from rrm.data.coco_classes import VOC_TO_COCO
-    from rrm.data.datasets import COCO
-    from rrm.data.voc import image_path, read_split, resolve_mask_dir
-    from rrm.io import load_mask, save_mask
-
-    lookup = np.arange(256, dtype=np.uint8)
-    lookup[: len(VOC_TO_COCO)] = VOC_TO_COCO
-    for voc_split, split in splits.items():
-        names = read_split(voc_root, voc_split)
-        labels = {}
-        for name in names:
-            (out / COCO.image_dir.format(split=split)).mkdir(parents=True, exist_ok=True)
-            shutil.copy2(image_path(voc_root, name), COCO.images(out, split) / f"{name}.jpg")
-            mask = lookup[load_mask(resolve_mask_dir(voc_root) / f"{name}.png")]
-            save_mask(COCO.masks(out, split) / f"{name}.png", mask, COCO.palette)
-            labels[name] = sorted(int(c) for c in np.unique(mask) if c not in (0, 255))
-        COCO.list_file(out, split).parent.mkdir(parents=True, exist_ok=True)
-        COCO.list_file(out, split).write_text("".join(f"{name}\n" for name in names))
-        COCO.labels_file(out, split).parent.mkdir(parents=True, exist_ok=True)
-        COCO.labels_file(out, split).write_text(json.dumps(labels))
-
-
 # The COCO configuration of tiny_coco_pipeline: COCO's layout and splits at data/coco
 TINY_COCO = {
     "data": {"dataset": "coco", "root": "data/coco", "train_split": "train2014", "val_split": "val2014",
@@ -184,6 +154,8 @@ def tiny_coco_pipeline(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: P
     COCO's layout and indices (81 classes) at data/coco, after `dvc repro` of the one-step stages
     (train_cls, evaluate_cam, train_onestep, evaluate_onestep)."""
     pipeline = _tiny_repo(tmp_path_factory.mktemp("tiny-coco-pipeline"), _tiny_params(TINY_COCO))
+    from coco_layout import write_coco_layout
+
     write_coco_layout(tiny_dataset, pipeline.repo / "data" / "coco", {"train": "train2014", "val": "val2014"})
     for args in (["git", "add", "-A"], ["git", "commit", "-qm", "tiny coco pipeline"],
                  ["dvc", "repro", "evaluate_cam", "evaluate_onestep"]):

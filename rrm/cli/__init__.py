@@ -139,7 +139,7 @@ import rrm.cli.convert_weights  # noqa: E402, F401  (registers `rrm convert-weig
 import rrm.cli.crf  # noqa: E402, F401  (registers `rrm crf` on app)
 from rrm.cli import profile, seeds, tables  # noqa: E402
 
-app.add_typer(profile.app, name="profile", help="real-VOC profiles: list, show, apply, prepare-voc")
+app.add_typer(profile.app, name="profile", help="real-data profiles (VOC, COCO): list, show, apply, prepare-voc")
 app.add_typer(seeds.app, name="seeds", help="seeds as an axis: run N seeds, spread, paired summary, reproduction check")
 app.add_typer(tables.app, name="tables", help="the paper's Tables 1-5 as DVC experiments: run, report")
 

@@ -1,4 +1,4 @@
-"""`rrm profile`: list the real-VOC profiles, show one beside params.yaml, apply it, prepare a VOC root."""
+"""`rrm profile`: list the real-data profiles (VOC, COCO), show one beside params.yaml, apply it, prepare a VOC root."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from rrm.experiments.profiles import (
     yaml_float,
 )
 
-app = typer.Typer(help="Real-VOC profiles: `show` a profile's values, `apply` it to params.yaml.",
+app = typer.Typer(help="Real-data profiles (VOC, COCO): `show` a profile's values, `apply` it to params.yaml.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 ParamsOption = Annotated[Path, typer.Option("--params", help="params.yaml to compare with / write")]
 NameArgument = Annotated[str, typer.Argument(help="profile name (rrm profile list) or a .yaml path")]
@@ -73,6 +73,8 @@ def show(name: NameArgument, params: ParamsOption = Path("params.yaml")) -> None
 @app.command()
 def apply(name: NameArgument,
           voc_root: Annotated[Path | None, typer.Option(help="VOCdevkit/VOC2012 (data.root)")] = None,
+          coco_root: Annotated[Path | None, typer.Option(
+              help="`rrm prepare-coco`'s output (data.root of the coco profile)")] = None,
           sbd_root: Annotated[Path | None, typer.Option(
               help="SBD: benchmark_RELEASE/ (train.txt, val.txt) or a SegmentationClassAug/ folder")] = None,
           weights: Annotated[Path | None, typer.Option(help="ResNet-38 state dict for model.init")] = None,
@@ -83,7 +85,7 @@ def apply(name: NameArgument,
           params: ParamsOption = Path("params.yaml")) -> None:
     """Merge profile NAME into PARAMS (validated first, comments kept; builds train_aug.txt when missing)."""
     merged = _run(apply_profile, name, params, voc_root=voc_root, sbd_root=sbd_root, weights=weights,
-                  deeplab_weights=deeplab_weights, vgg_weights=vgg_weights)
+                  deeplab_weights=deeplab_weights, vgg_weights=vgg_weights, coco_root=coco_root)
     inits = ", ".join(f"{arch} {path}" for arch, path in merged["deeplab"]["init"].items())
     typer.echo(f"{params}: profile {Path(str(name)).stem} applied; data.root {merged['data']['root']}, "
                f"model.init {merged['model']['init']}, deeplab.init {inits}")

@@ -70,6 +70,18 @@ class DatasetSpec:
         """The split's image-level labels file, None where the labels come from the masks."""
         return None if self.labels_path is None else Path(root) / self.labels_path.format(split=split)
 
+    def missing_files(self, root: str | Path, splits: list[str]) -> list[Path]:
+        """The split lists, labels files and image and mask folders of `splits` that `root` lacks (a quick
+        look at the layout; `rrm check-data` decodes every file)."""
+        missing: list[Path] = []
+        for split in dict.fromkeys(splits):
+            labels = self.labels_file(root, split)
+            paths = [self.list_file(root, split), self.images(root, split), self.masks(root, split)]
+            for path in [*paths, *([labels] if labels is not None else [])]:
+                if not path.exists() and path not in missing:
+                    missing.append(path)
+        return missing
+
 
 VOC = DatasetSpec(
     name="voc", classes=voc_classes.CLASSES, palette=voc_classes.PALETTE, ignore_index=IGNORE_INDEX,

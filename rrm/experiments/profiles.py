@@ -235,17 +235,20 @@ def _render(text: str, overrides: dict[str, Any], header: list[str]) -> str:
 def apply_profile(name: str | Path, params_path: str | Path = "params.yaml", *,
                   voc_root: str | Path | None = None, sbd_root: str | Path | None = None,
                   weights: str | Path | None = None, deeplab_weights: str | Path | None = None,
-                  vgg_weights: str | Path | None = None) -> dict:
+                  vgg_weights: str | Path | None = None, coco_root: str | Path | None = None) -> dict:
     """Merge profile `name` into params.yaml and return the merged params.
 
-    Path options override the profile's data.root, model.init and deeplab.init.resnet101_v2 /
-    deeplab.init.vgg16_largefov (`deeplab_weights` / `vgg_weights`). Absolute ones are kept;
+    Path options override the profile's data.root (`voc_root`, or `coco_root` for a data.dataset coco
+    profile), model.init and deeplab.init.resnet101_v2 / deeplab.init.vgg16_largefov (`deeplab_weights` /
+    `vgg_weights`). Absolute ones are kept;
     relative ones are taken from the working directory and stored relative to params.yaml's folder when
     inside it (`dvc exp run --queue` runs in a temporary copy of the repository: give data and weights
     that git does not track as absolute paths). Nothing is written unless the merged params validate, the
-    VOC root passes `prepare_voc` and model.init exists; a missing deeplab.init file only warns (two-step only).
+    VOC root passes `prepare_voc` (a COCO root: has its splits' lists, labels and folders) and model.init
+    exists; a missing deeplab.init file only warns (two-step only).
     Raises ValueError / FileNotFoundError listing the problems.
     """
+    from rrm.data.datasets import get_dataset
     from rrm.data.voc_prepare import prepare_voc
     from rrm.io import write_text
     from rrm.settings import lookup
@@ -254,7 +257,9 @@ def apply_profile(name: str | Path, params_path: str | Path = "params.yaml", *,
     base = params_path.parent
     source = profile_label(name)
     overrides = load_profile(name)
-    for key, option in (("data.root", voc_root), ("model.init", weights),
+    if voc_root is not None and coco_root is not None:
+        raise ValueError("give one of --voc-root and --coco-root: both set data.root")
+    for key, option in (("data.root", voc_root if coco_root is None else coco_root), ("model.init", weights),
                         ("deeplab.init.resnet101_v2", deeplab_weights), ("deeplab.init.vgg16_largefov", vgg_weights)):
         if option is not None:
             overrides[key] = _relative(Path(option), base)
@@ -277,8 +282,14 @@ def apply_profile(name: str | Path, params_path: str | Path = "params.yaml", *,
         if lookup(merged, key, None) is not None and not at_base(key).is_file():
             warnings.warn(f"{at_base(key)}: {key} not found; train_deeplab needs it for {arch} ({option})",
                           stacklevel=2)
-    prepared = prepare_voc(at_base("data.root"), sbd_root)
-    if prepared.mask_dir is not None:  # the data layer reads data.mask_dir relative to data.root
+    dataset = get_dataset(lookup(merged, "data.dataset"))
+    if dataset.name != "voc":
+        missing = dataset.missing_files(at_base("data.root"), [lookup(merged, f"data.{key}_split")
+                                                               for key in ("train", "val", "test")])
+        if missing:
+            raise FileNotFoundError(f"{at_base('data.root')}: not a {dataset.name} root (`rrm prepare-coco` "
+                                    f"writes one); missing: {', '.join(map(str, missing))}")
+    elif (prepared := prepare_voc(at_base("data.root"), sbd_root)).mask_dir is not None:  # the data layer reads data.mask_dir relative to data.root
         overrides["data.mask_dir"] = Path(os.path.relpath(prepared.mask_dir, at_base("data.root").absolute())
                                           ).as_posix()
         merged = merge(params, overrides)

@@ -46,7 +46,7 @@ def test_rrm_runs_from_a_non_editable_install(tmp_path):
     where = subprocess.run([sys.executable, "-c", "import rrm; print(rrm.__file__)"], cwd=checkout, env=env,
                            capture_output=True, text=True, check=True).stdout.strip()
     assert Path(where).is_relative_to(target)
-    assert rrm("profile", "list").split() == ["voc-code", "voc-code-imagenet", "voc-paper"]
+    assert rrm("profile", "list").split() == ["coco", "voc-code", "voc-code-imagenet", "voc-paper"]
     dry = rrm("tables", "run", "--dry-run").splitlines()
     seeds = yaml.safe_load((REPO / "rrm/experiments/configs/tables.yaml").read_text())["seeds"]
     assert [line.split(":")[0] for line in dry] == [f"{e}-s{i}" if i else e for e in EXPERIMENTS for i in range(seeds)]

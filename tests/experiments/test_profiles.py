@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from coco_layout import write_coco_layout
 from typer.testing import CliRunner
 
 from rrm.cli.profile import app
@@ -51,7 +52,7 @@ FIDELITY = {
 # Every resolved value of voc-paper, written out: the overlay on voc-code must resolve to exactly these
 # (values, kinds and order).
 VOC_PAPER = {
-    "device": "cuda", "alpha_ratio": 0.4, "data.root": "data/VOCdevkit/VOC2012",
+    "device": "cuda", "alpha_ratio": 0.4, "data.dataset": "voc", "data.root": "data/VOCdevkit/VOC2012",
     "data.train_split": "train_aug", "data.val_split": "val", "data.test_split": "test",
     "data.mask_dir": None, "data.num_workers": 4, "prepare_data.generate": False, "model.width": 1.0,
     "model.init": "weights/res38_cls.pth", "model.head_bias": "pytorch", "train_cls.freeze_bn": True,
@@ -158,9 +159,9 @@ def test_overlay_files_extend_by_name_or_path_and_cycles_fail(tmp_path):
     with pytest.raises(ValueError, match="bad.yaml: extends: expected a profile name"):
         load_profile(tmp_path / "bad.yaml")
     (tmp_path / "lost.yaml").write_text("extends: voc-nothing\n")
-    with pytest.raises(FileNotFoundError, match="'voc-nothing' not found; available: voc-code, voc-code-imagenet, voc-paper"):
+    with pytest.raises(FileNotFoundError, match="'voc-nothing' not found; available: coco, voc-code, voc-code-imagenet, voc-paper"):
         load_profile(tmp_path / "lost.yaml")
-    assert available_profiles() == ["voc-code", "voc-code-imagenet", "voc-paper"]
+    assert available_profiles() == ["coco", "voc-code", "voc-code-imagenet", "voc-paper"]
 
 
 def test_voc_code_starts_from_psas_classifier_and_imagenet_is_one_profile_away():
@@ -384,3 +385,34 @@ def test_voc_code_resolves_to_the_authors_script_values() -> None:
     assert {k: getattr(p.train_onestep, k) for k in ONESTEP} == ONESTEP
     assert {k: getattr(p.train_onestep.energy, k) for k in ENERGY} == ENERGY
     assert (p.train_onestep.optimizer, p.train_onestep.loss, p.train_onestep.pseudo) == ("sgd", "joint", "rrm")
+
+
+def test_coco_is_rrm_from_imagenet_with_the_coco_recipe_of_wsss_code():
+    """coco: voc-code-imagenet's method (PSA's classifier recipe, RRM's mining, losses and learning rates) on
+    data.dataset coco, with ToCo's / DuPL's COCO schedule, crop and test protocol (the profile's comments)."""
+    imagenet, coco = load_profile("voc-code-imagenet"), load_profile("coco")
+    # switching to or from it never leaves another profile's values behind (data.labels_file: COCO's own)
+    assert coco.keys() - imagenet.keys() == {"data.labels_file"} and imagenet.keys() <= coco.keys()
+    assert {k: v for k, v in coco.items() if imagenet.get(k) != v} == {
+        "data.dataset": "coco", "data.root": "data/coco", "data.train_split": "train2014",
+        "data.val_split": "val2014", "data.test_split": "val2014", "train_cls.steps": 76950,
+        "train_onestep.steps": 80000, "train_onestep.crop_size": 448, "train_full.steps": 80000,
+        "train_full.crop_size": 448, "evaluate.scales": [1.0, 1.25, 1.5], "evaluate.flip": True,
+        "evaluate.crf.gauss_sxy": 1.0, "evaluate.crf.gauss_compat": 1.0, "evaluate.crf.bi_sxy": 121.0,  # ToCo's
+        "export_pseudo.split": "train2014", "evaluate_deeplab.scales": [1.0, 1.25, 1.5]}
+    assert 76950 == 82_081 // 16 * 15  # PSA's 15 epochs at batch 16, of COCO's annotated train2014
+    parse(expand(load_params(PARAMS), coco, source="coco"))  # validates
+
+
+def test_apply_coco_checks_the_layout_not_voc(workdir, tiny_dataset):
+    with pytest.raises(FileNotFoundError, match=r"not a coco root \(`rrm prepare-coco` writes one\); missing: .*"
+                                                r"ImageSets/train2014\.txt"):
+        apply_profile("coco", "params.yaml", coco_root="data/coco", weights="weights/res38.pth")
+    write_coco_layout(tiny_dataset, workdir / "data" / "coco", {"train": "train2014", "val": "val2014"})
+    merged = apply_profile("coco", "params.yaml", coco_root="data/coco", weights="weights/res38.pth",
+                           deeplab_weights="weights/resnet101.pth")
+    written = load_params(workdir / "params.yaml")
+    assert written == merged and written["data"]["dataset"] == "coco" and written["data"]["root"] == "data/coco"
+    assert written["data"]["mask_dir"] is None  # no SBD folder is looked for
+    with pytest.raises(ValueError, match="give one of --voc-root and --coco-root"):
+        apply_profile("coco", "params.yaml", coco_root="data/coco", voc_root="data/coco")
