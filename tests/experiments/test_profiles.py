@@ -79,7 +79,8 @@ VOC_PAPER = {
     "train_full.momentum": 0.0, "train_full.poly_power": 0.9, "train_full.checkpoint_every": 1000,
     "evaluate.scales": [1.0], "evaluate.flip": False, "evaluate.crf.iterations": 10,
     "evaluate.crf.gauss_sxy": 3.0, "evaluate.crf.gauss_compat": 3.0, "evaluate.crf.bi_sxy": 83.0,
-    "evaluate.crf.bi_srgb": 5.0, "evaluate.crf.bi_compat": 4.0, "export_pseudo.split": "train_aug",
+    "evaluate.crf.bi_srgb": 5.0, "evaluate.crf.bi_compat": 4.0, "evaluate_cam.split": "train",
+    "export_pseudo.split": "train_aug",
     "export_pseudo.scales": [1.0], "export_pseudo.flip": False, "export_pseudo.crf.iterations": 10, "export_pseudo.crf.gauss_sxy": 3.0,
     "export_pseudo.crf.gauss_compat": 3.0, "export_pseudo.crf.bi_sxy": 83.0, "export_pseudo.crf.bi_srgb": 5.0,
     "export_pseudo.crf.bi_compat": 4.0,
@@ -399,7 +400,8 @@ def test_coco_is_rrm_from_imagenet_with_the_coco_recipe_of_wsss_code():
         "train_onestep.steps": 80000, "train_onestep.crop_size": 448, "train_full.steps": 80000,
         "train_full.crop_size": 448, "evaluate.scales": [1.0, 1.25, 1.5], "evaluate.flip": True,
         "evaluate.crf.gauss_sxy": 1.0, "evaluate.crf.gauss_compat": 1.0, "evaluate.crf.bi_sxy": 121.0,  # ToCo's
-        "export_pseudo.split": "train2014", "evaluate_deeplab.scales": [1.0, 1.25, 1.5]}
+        "evaluate_cam.split": "train2014", "export_pseudo.split": "train2014",
+        "evaluate_deeplab.scales": [1.0, 1.25, 1.5]}
     assert 76950 == 82_081 // 16 * 15  # PSA's 15 epochs at batch 16, of COCO's annotated train2014
     parse(expand(load_params(PARAMS), coco, source="coco"))  # validates
 
