@@ -544,3 +544,36 @@ def test_killed_run_resumes_with_only_the_missing_cells(tmp_path, monkeypatch):
     assert runs.read_text().split() == ["0.4", "0.2", "0.3", "0.3"]  # the finished cell did not run again
     results = tables.collect_results(repo)
     assert results["t1-ce-r0.3"]["metrics"]["reports/onestep/metrics.json"]["miou_crf"] == pytest.approx(0.3)
+
+
+def test_per_class_values_and_figures_follow_the_dataset_of_the_runs(table, tmp_path):
+    from rrm.data.datasets import COCO, VOC
+
+    cell = next(c for c in tables.plan(table, PARAMS).cells if c.name == "t3-onestep")
+    per_class = {c: 0.5 for c in CLASSES}
+    voc_run = tables.parse_exp_show(json.loads(json.dumps(_show(
+        _exp("voc-run", "a" * 40, metrics={cell.metrics_file: {"miou_crf": 0.5, "per_class_iou_crf": per_class}})))))
+    assert tables.cell_values(cell, voc_run["voc-run"]) == [0.5] * 22
+    coco_run = tables.parse_exp_show(json.loads(json.dumps(_show(
+        _exp("coco-run", "c" * 40, params={"data": {"dataset": "coco", "root": "data/coco"}},
+             metrics={cell.metrics_file: {"miou_crf": 0.5, "per_class_iou_crf": per_class}})))))
+    with pytest.raises(ValueError, match="t3-onestep: its run is on coco \\(81 classes\\); the paper's row has 21"):
+        tables.cell_values(cell, coco_run["coco-run"])
+
+    assert tables.class_columns(VOC)[:2] == ("bkg", "plane") and tables.class_columns(COCO) == COCO.classes
+    reports = tmp_path / "reports"
+    (reports / "onestep").mkdir(parents=True)
+    (reports / "onestep" / "metrics.json").write_text(json.dumps({"per_class_iou_crf": {c: 0.4 for c in COCO.classes}}))
+    bars = tmp_path / "per_class_iou.png"
+    coco_params = {**PARAMS, "data": {**PARAMS["data"], "dataset": "coco"}}
+    assert tables.per_class_figure(bars, table, reports, params=coco_params) == ["one-step"]
+    assert Image.open(bars).size[0] > Image.open(_voc_bars(table, tmp_path)).size[0]  # 81 bar groups, not 21
+
+
+def _voc_bars(table: dict, tmp_path: Path) -> Path:
+    reports = tmp_path / "voc-reports"
+    (reports / "onestep").mkdir(parents=True)
+    (reports / "onestep" / "metrics.json").write_text(json.dumps({"per_class_iou_crf": {c: 0.4 for c in CLASSES}}))
+    bars = tmp_path / "voc_per_class_iou.png"
+    tables.per_class_figure(bars, table, reports, params=PARAMS)
+    return bars

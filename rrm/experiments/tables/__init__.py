@@ -23,6 +23,7 @@ from rrm.experiments.tables.report import (
     REPORT,
     cell_values,
     claims_md,
+    class_columns,
     curve_figure,
     per_class_figure,
     render_report,
@@ -38,7 +39,7 @@ from rrm.experiments.tables.runner import (
 )
 
 __all__ = [
-    "FIGURES", "METRIC_KEYS", "NOT_RUN", "REPORT", "Cell", "Plan", "cell_values", "claims_md",
+    "FIGURES", "METRIC_KEYS", "NOT_RUN", "REPORT", "Cell", "Plan", "cell_values", "claims_md", "class_columns",
     "collect_results", "curve_figure", "default_table", "expand", "format_override", "load_table", "missing",
     "parse_exp_show", "per_class_figure", "plan", "queue_and_run", "render_report", "runnable",
     "running_tasks", "seeded_name", "split_labelled", "stale_outputs", "validate_table", "with_seeds",

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rrm.data.classes import PAPER_COLUMNS
-from rrm.data.datasets import VOC
+from rrm.data.datasets import VOC, DatasetSpec, get_dataset
 from rrm.experiments.spread import SIGNIFICANCE, paired, spread
 from rrm.experiments.tables.plan import METRIC_KEYS, Cell, Plan, lookup_key, plan, split_labelled, with_seeds
 from rrm.experiments.tables.runner import collect_results, git_head
@@ -22,9 +22,21 @@ FIGURES = Path("reports/figures")
 NOT_RUN = "not run"
 
 
+def dataset_of(params: Mapping) -> DatasetSpec:
+    """The dataset (rrm.data.datasets) a params.yaml mapping's data.dataset names; VOC where it names none."""
+    found, name = lookup_key(params, "data.dataset")
+    return get_dataset(name) if found else VOC
+
+
+def class_columns(spec: DatasetSpec) -> tuple[str, ...]:
+    """Column names of a per-class table: the paper's (Tables 3/4) for VOC, the class names otherwise."""
+    return PAPER_COLUMNS if spec is VOC else spec.classes
+
+
 def cell_values(cell: Cell, result: Mapping | None, metric: str = "crf") -> list[float | None] | None:
-    """Our numbers for a cell as fractions: [mIoU] or VOC's 21 class IoUs + [mIoU] (the paper's tables are VOC's); None when not run.
-    A class absent from the split (IoU NaN, dropped by DVC) gives None in its place."""
+    """Our numbers for a cell as fractions: [mIoU] or the class IoUs of the run's dataset + [mIoU]; None when
+    not run. A class absent from the split (IoU NaN, dropped by DVC) gives None in its place. A per-class
+    cell whose run is on another dataset than the paper's row (VOC's 21 classes) raises, naming the cell."""
     if not result or result.get("state") != "success" or cell.metrics_file not in result["metrics"]:
         return None
     miou_key, per_class_key = METRIC_KEYS[metric]
@@ -32,8 +44,12 @@ def cell_values(cell: Cell, result: Mapping | None, metric: str = "crf") -> list
     miou = data.get(miou_key)
     if len(cell.paper) == 1:
         return [miou]
+    spec = dataset_of(result.get("params", {}).get("params.yaml", {}))
+    if len(cell.paper) != spec.num_classes + 1:
+        raise ValueError(f"{cell.name}: its run is on {spec.name} ({spec.num_classes} classes); the paper's row "
+                         f"has {len(cell.paper) - 1} class columns")
     per_class = data.get(per_class_key) or {}
-    return [per_class.get(c) for c in VOC.classes] + [miou]
+    return [per_class.get(c) for c in spec.classes] + [miou]
 
 
 def seed_values(the_plan: Plan, results: Mapping[str, Mapping], seeds: int,
@@ -67,13 +83,15 @@ def _fmt(value: float | None, digits: int, sign: bool = False) -> str:
 
 
 def _table_md(spec: Mapping, cells: list[Cell], values: Mapping[str, list | None],
-              notes: Mapping[str, str], spreads: Mapping[str, list[tuple[float, int]]] | None = None) -> list[str]:
+              notes: Mapping[str, str], spreads: Mapping[str, list[tuple[float, int]]] | None = None,
+              classes: Sequence[str] = PAPER_COLUMNS) -> list[str]:
     """One paper table as markdown: per paper row three rows (ours, paper, ours - paper). Ours is the mean
-    over seeds, written mean ± sd (n) where more than one seed finished."""
+    over seeds, written mean ± sd (n) where more than one seed finished. `classes`: the per-class tables'
+    column names (class_columns of the workspace's dataset)."""
     scale = float(spec.get("scale", 1))
     digits = 3 if scale == 1 else 1
     per_class = spec["columns"] == "classes"
-    headers = [*PAPER_COLUMNS, "mIOU"] if per_class else [c["label"] for c in spec["columns"]]
+    headers = [*classes, "mIOU"] if per_class else [c["label"] for c in spec["columns"]]
     lines = [f"### {spec['title']}", "", "| " + " | ".join([spec.get("corner", ""), *headers]) + " |",
              "|---" + "|---:" * len(headers) + "|"]
     for row in spec["rows"]:
@@ -239,7 +257,8 @@ def render_report(table: Mapping, results: Mapping[str, Mapping], meta: Mapping,
                   "with `rrm export-server models/deeplab.pt --root <VOC2012> --split test` and submit the "
                   "archive to the PASCAL VOC evaluation server.", ""]
     for key, spec in table["tables"].items():
-        lines += _table_md(spec, [c for c in the_plan.cells if c.table == key], values, notes, spreads)
+        lines += _table_md(spec, [c for c in the_plan.cells if c.table == key], values, notes, spreads,
+                           class_columns(dataset_of(params)))
     lines += claims_md(table, the_plan, values, per_seed)
     lines += _provenance_md(the_plan, results, params, seeds)
     text = "\n".join(lines)
@@ -303,12 +322,14 @@ def curve_figure(path: str | os.PathLike, table: Mapping, results: Mapping[str, 
     write_text(Path(path).with_suffix(".csv"), "\n".join(csv) + "\n")
 
 
-def per_class_figure(path: str | os.PathLike, table: Mapping,
-                     reports_dir: str | os.PathLike = "reports") -> list[str]:
-    """Per-class IoU bars of the main workspace's runs (one-step vs two-step vs full supervision).
+def per_class_figure(path: str | os.PathLike, table: Mapping, reports_dir: str | os.PathLike = "reports",
+                     params: Mapping | None = None) -> list[str]:
+    """Per-class IoU bars of the main workspace's runs (one-step vs two-step vs full supervision), one bar
+    group per class of the workspace's dataset (`params`: its params.yaml; VOC's paper columns by default).
     Returns the series drawn; writes nothing when no metrics file exists yet."""
     from rrm.figures import per_class_bars
 
+    spec = dataset_of(params or {})
     metric = table.get("metric", "crf")
     series = {}
     for label, report in (table.get("figures", {}).get("per_class", {}).get("series") or {}).items():
@@ -316,7 +337,7 @@ def per_class_figure(path: str | os.PathLike, table: Mapping,
         if file.is_file():
             per_class = json.loads(file.read_text()).get(METRIC_KEYS[metric][1]) or {}
             series[label] = {col: math.nan if per_class.get(c) is None else per_class[c]
-                             for c, col in zip(VOC.classes, PAPER_COLUMNS, strict=True)}
+                             for c, col in zip(spec.classes, class_columns(spec), strict=True)}
     if series:
         per_class_bars(path, series, title=f"per-class IoU on val, main workspace ({METRIC_KEYS[metric][1]})")
     return list(series)
@@ -338,6 +359,6 @@ def write_report(table: Mapping, params: Mapping, out: str | os.PathLike = REPOR
         written += [str(curve), str(curve.with_suffix(".csv"))]
     if "per_class" in figs:
         bars = figures / figs["per_class"]["file"]
-        if per_class_figure(bars, table):
+        if per_class_figure(bars, table, params=params):
             written.append(str(bars))
     return written
