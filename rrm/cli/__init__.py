@@ -85,8 +85,9 @@ def evaluate(checkpoint: Checkpoint,
 
     cfg, model, settings = _model_and_settings(params, checkpoint, crf)
     if settings["spec"].name != cfg.data.dataset:
-        raise typer.BadParameter(f"{checkpoint}: a network trained on {settings['spec'].name!r}; "
-                                 f"data.dataset is {cfg.data.dataset!r}")
+        typer.echo(f"error: {checkpoint}: a network trained on {settings['spec'].name!r}; "
+                   f"data.dataset is {cfg.data.dataset!r}", err=True)
+        raise typer.Exit(code=1)
     with CRFPool(cfg.mining.pool_processes) as pool:
         report = evaluate_segmentation(model, voc_split(cfg.data, split), out, pool=pool, **settings)
     typer.echo(f"mIoU {report['miou']:.4f}" + (f", with CRF {report['miou_crf']:.4f}" if crf else ""))
@@ -128,7 +129,8 @@ def export_server(checkpoint: Checkpoint,
 
     _, model, settings = _model_and_settings(params, checkpoint, crf)
     if settings.pop("spec").name != "voc":
-        raise typer.BadParameter(f"{checkpoint}: the VOC evaluation server scores VOC networks only")
+        typer.echo(f"error: {checkpoint}: the VOC evaluation server scores VOC networks only", err=True)
+        raise typer.Exit(code=1)
     archive = export_voc_server(model, root, split, out, comp=comp, **settings)
     typer.echo(f"wrote {archive}")
 

@@ -125,7 +125,7 @@ def check_dataset(
     if not root.is_dir():
         return CheckReport([f"{root}: dataset root not found"], [], table)
     if splits is None:
-        list_dir = dataset.list_file(root, "x").parent
+        list_dir = dataset.list_folder(root)
         splits = sorted(p.stem for p in list_dir.glob("*.txt")) if list_dir.is_dir() else []
         if not splits:
             return CheckReport([f"{list_dir}: no split lists (<split>.txt) found"], [], table)

@@ -54,6 +54,10 @@ class DatasetSpec:
     def list_file(self, root: str | Path, split: str) -> Path:
         return Path(root) / self.list_path.format(split=split)
 
+    def list_folder(self, root: str | Path) -> Path:
+        """The folder of the split lists: every <split>.txt there is a split."""
+        return Path(root) / Path(self.list_path).parent
+
     def images(self, root: str | Path, split: str) -> Path:
         return Path(root) / self.image_dir.format(split=split)
 

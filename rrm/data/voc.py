@@ -55,7 +55,7 @@ def read_split(root: Path, split: str, dataset: DatasetSpec = VOC) -> list[str]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset root not found")
     path = dataset.list_file(root, split)
-    list_dir = path.parent
+    list_dir = dataset.list_folder(root)
     if not path.is_file():
         found = sorted(p.stem for p in list_dir.glob("*.txt")) if list_dir.is_dir() else []
         available = ", ".join(found) if found else f"none ({list_dir} has no .txt lists)"

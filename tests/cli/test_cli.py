@@ -62,6 +62,32 @@ def test_predict_command_writes_masks_and_counts_skips(voc_sample, tmp_path):
     assert result.output.count(str(bad)) == 1 and "Warning" not in result.output  # no Python warning
 
 
+
+def test_a_coco_checkpoint_predicts_its_classes_and_is_not_scored_as_voc(voc_sample, tmp_path):
+    from rrm.data.datasets import COCO
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "coco.pt"
+    model = build_rrm(width=0.0625, num_classes=COCO.num_classes)
+    with torch.no_grad():
+        model.fc8_seg_conv2.bias[:] = -10.0
+        model.fc8_seg_conv2.bias[COCO.classes.index("toothbrush")] = 10.0  # a class VOC does not have
+    save_torch(checkpoint, {"model": model.state_dict(), "meta": {"arch": "resnet38", "width": 0.0625, "dataset": "coco"}})
+    images = tmp_path / "in"
+    images.mkdir()
+    first = sorted((voc_sample / "JPEGImages").glob("*.jpg"))[0]
+    shutil.copy(first, images / first.name)
+    result = runner.invoke(app, ["predict", str(checkpoint), str(images), "--out", str(tmp_path / "out"),
+                                 "--params", str(PARAMS)])
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "out/masks" / f"{first.stem}.png") as mask:
+        assert mask.mode == "P" and set(np.unique(np.array(mask)).tolist()) == {80}  # COCO's index of toothbrush
+    scored = runner.invoke(app, ["evaluate", str(checkpoint), "--params", str(PARAMS), "--out", str(tmp_path / "eval")])
+    assert scored.exit_code == 1 and "a network trained on 'coco'; data.dataset is 'voc'" in scored.output
+    server = runner.invoke(app, ["export-server", str(checkpoint), "--root", str(voc_sample), "--params", str(PARAMS)])
+    assert server.exit_code == 1 and "the VOC evaluation server scores VOC networks only" in server.output
+
+
 def test_tables_run_lists_every_cell_at_the_same_seeds():
     result = runner.invoke(app, ["tables", "run", "--dry-run", "--only", "t3", "--seeds", "2", "--params", str(PARAMS)])
     assert result.exit_code == 0, result.output

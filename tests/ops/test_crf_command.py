@@ -111,6 +111,11 @@ def test_logits_flag_and_probability_check(folders: tuple[Path, Path], tmp_path:
     code, output = _run("--images", images, "--scores", logit_dir, "--out", tmp_path / "b", "--num-classes", "81",
                         "--processes", "0")
     assert code == 1 and "expected (81, H, W)" in output, output
+    code, output = _run("--images", images, "--scores", logit_dir, "--out", tmp_path / "c", "--dataset", "coco",
+                        "--logits", "--processes", "0")  # K from the dataset: COCO's 81
+    assert code == 1 and "expected (81, H, W) (--num-classes 81)" in output, output
+    code, output = _run("--images", images, "--scores", logit_dir, "--out", tmp_path / "c", "--dataset", "ade")
+    assert code != 0 and "--dataset 'ade': expected one of voc, coco" in output, output
 
 
 def test_checkpoint_instead_of_scores(voc_sample: Path, tmp_path: Path) -> None:
@@ -127,6 +132,11 @@ def test_checkpoint_instead_of_scores(voc_sample: Path, tmp_path: Path) -> None:
     assert code == 0 and "crf: 1 written" in output, output
     with Image.open(tmp_path / "out" / "small.png") as png:
         assert png.size == (125, 83)
+    coco = tmp_path / "coco.pt"  # a COCO network: its 81 classes, whatever --dataset says
+    save_torch(coco, {"model": build_rrm(width=0.0625, num_classes=81).state_dict(),
+                      "meta": {"arch": "resnet38", "width": 0.0625, "dataset": "coco"}})
+    code, output = _run("--images", images, "--checkpoint", coco, "--out", tmp_path / "coco-out")
+    assert code == 0 and "crf: 1 written" in output, output
     code, output = _run("--images", images, "--out", tmp_path / "out")
     assert code != 0 and "exactly one of --scores and --checkpoint" in output
 
