@@ -96,7 +96,7 @@ class TrainBatchCollate:
     batch scale is then unused. Randomness comes from torch's global RNG, so `torch.manual_seed` /
     DataLoader worker seeding make it reproducible. Returns dict(image (N, 3, c, c) float32 normalised,
     raw (N, 3, c, c) float32 holding the uint8 values of the restored crop, mask (N, c, c) int64 with
-    255 on void and padding, roi (N, c, c) float32 1 on real pixels, labels (N, 20) float32,
+    255 on void and padding, roi (N, c, c) float32 1 on real pixels, labels (N, C) float32,
     name list[str]). A sample whose mask is None gets an all-255 mask.
     """
 

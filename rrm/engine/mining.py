@@ -92,8 +92,8 @@ def mine_batch_async(images: np.ndarray, cams: Tensor | np.ndarray, labels: Tens
 
 def mine_batch(images: np.ndarray, cams: Tensor | np.ndarray, labels: Tensor | np.ndarray, params: MiningParams,
                pool: CRFPool, roi: np.ndarray | None = None) -> np.ndarray:
-    """Reliable labels for a batch: images (N, H, W, 3) uint8, cams (N, 20, H, W) normalised, labels
-    (N, 20), roi (N, H, W) bool (False = crop padding -> 255). The whole batch goes through the pool
-    together (see mine_batch_async for how it is split). Returns (N, H, W) uint8 in {0..20, 255}.
+    """Reliable labels for a batch: images (N, H, W, 3) uint8, cams (N, C, H, W) normalised, labels
+    (N, C), roi (N, H, W) bool (False = crop padding -> 255). The whole batch goes through the pool
+    together (see mine_batch_async for how it is split). Returns (N, H, W) uint8 in {0..C, 255}.
     """
     return mine_batch_async(images, cams, labels, params, pool, roi).get()

@@ -1,4 +1,5 @@
-"""Class activation maps (paper eq. 1-3), the background score (eq. 4) and the CAM label baseline."""
+"""Class activation maps (paper eq. 1-3), the background score (eq. 4) and the CAM label baseline. C is the
+dataset's number of foreground classes (VOC 20, COCO 80; rrm.data.datasets)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ def _check_cam_labels(cam: Tensor, labels: Tensor, name: str = "cam") -> None:
 def normalize_cam(cam: Tensor, labels: Tensor, eps: float = 1e-5) -> Tensor:
     """Eq. 3: P_fg^c = M_cam^c / (max M_cam^c + eps), with absent classes zeroed.
 
-    cam (N, 20, H, W), already ReLU'd; labels (N, 20) multi-hot. The label mask is the authors':
-    a CAM of a class the image does not contain never enters mining. Returns (N, 20, H, W).
+    cam (N, C, H, W), already ReLU'd; labels (N, C) multi-hot. The label mask is the authors':
+    a CAM of a class the image does not contain never enters mining. Returns (N, C, H, W).
     """
     _check_cam_labels(cam, labels)
     peak = cam.amax(dim=(2, 3), keepdim=True)
@@ -39,14 +40,14 @@ def multiscale_cam(
 ) -> Tensor:
     """Eq. 1-3 as the authors fuse scales: CAMs of rescaled copies averaged at feature-map size, then normalised.
 
-    images (N, 3, H, W); model(x)["cam"] is (N, 20, h, w) at any stride; labels (N, 20).
+    images (N, 3, H, W); model(x)["cam"] is (N, C, h, w) at any stride; labels (N, C).
     Scale s feeds the images resized bilinearly (align_corners=False) to (int(H*s), int(W*s)); each
     scale's CAM is resized bilinearly to the size of the scale-1 CAM (the first scale's when 1.0 is not
     among `scales`), the CAMs are averaged there, and the average is upsampled once to (H, W). With flip
-    the horizontally flipped images are added too. scale1_cam: the (N, 20, h, w) CAM of the training
+    the horizontally flipped images are added too. scale1_cam: the (N, C, h, w) CAM of the training
     step's own scale-1 forward, reused (detached) instead of running scale 1 again, as the authors do.
     No scale builds a graph: the result only feeds mining. The model's train/eval mode is left as the
-    caller set it. Returns the normalised multi-scale CAM, (N, 20, H, W), without gradient.
+    caller set it. Returns the normalised multi-scale CAM, (N, C, H, W), without gradient.
     """
     if images.ndim != 4:
         raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")
@@ -84,7 +85,7 @@ def background_score(fg: Tensor, gamma: float) -> Tensor:
     """Eq. 4 as the authors implement it: P_bg = (1 - max_c P_fg^c)^gamma.
 
     (The printed equation puts the exponent on the max; AffinityNet's and RRM's code raise the
-    complement.) fg (N, 20, H, W) normalised CAMs with absent classes zero -> (N, 1, H, W).
+    complement.) fg (N, C, H, W) normalised CAMs with absent classes zero -> (N, 1, H, W).
     """
     if fg.ndim != 4:
         raise ValueError(f"fg must be (N, C, H, W), got shape {tuple(fg.shape)}")
@@ -96,8 +97,8 @@ def background_score(fg: Tensor, gamma: float) -> Tensor:
 def cam_label_map(cam_norm: Tensor, labels: Tensor, *, bg_threshold: float) -> Tensor:
     """Pseudo labels straight from CAMs (the paper's "CAM" baseline of Table 2).
 
-    argmax over [bg_threshold, P_fg of the present classes] per pixel; cam_norm (N, 20, H, W),
-    labels (N, 20). Returns (N, H, W) int64 in 0..20 (0 = background; ties go to background).
+    argmax over [bg_threshold, P_fg of the present classes] per pixel; cam_norm (N, C, H, W),
+    labels (N, C). Returns (N, H, W) int64 in 0..C (0 = background; ties go to background).
     """
     _check_cam_labels(cam_norm, labels, "cam_norm")
     present = (labels > 0.5)[:, :, None, None]

@@ -7,7 +7,7 @@ from torch import Tensor
 
 
 def classification_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Multi-label soft-margin loss of the classification branch: logits (N, 20), labels (N, 20) multi-hot."""
+    """Multi-label soft-margin loss of the classification branch: logits (N, C), labels (N, C) multi-hot."""
     if logits.ndim != 2 or logits.shape != labels.shape:
         raise ValueError(
             f"logits and labels must both be (N, C), got {tuple(logits.shape)} and {tuple(labels.shape)}"
@@ -24,7 +24,7 @@ def _masked_ce(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
 def split_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255) -> tuple[Tensor, Tensor]:
     """Cross-entropy of eq. 9 "computed for background and foreground individually".
 
-    logits (N, 21, H, W), target (N, H, W) int64 in {0..20, ignore_index}. Returns (bg_loss, fg_loss):
+    logits (N, C + 1, H, W), target (N, H, W) int64 in {0..C, ignore_index}. Returns (bg_loss, fg_loss):
     the CE on a map holding only the background labels (foreground -> ignore) and the CE on a map holding
     only the foreground labels, each averaged over its own labelled pixels (0 when there are none). The
     split keeps the usually larger background region from drowning the object pixels, as the authors do.

@@ -91,13 +91,13 @@ def mine_paper(
     params: MiningParams,
     crf_posterior: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Eq. 4-7. image (H, W, 3) uint8, cam_norm (20, H, W) normalised (absent classes 0), labels (20,).
+    """Eq. 4-7. image (H, W, 3) uint8, cam_norm (C, H, W) normalised (absent classes 0), labels (C,).
 
     P = [(1 - max P_fg)^gamma, P_fg of present classes] (eq. 4); I_crf = argmax CRF(I, P) (eq. 5);
     I_cam = argmax P on the pixels above a per-class alpha (eq. 6), alpha being set so that exactly
     ceil(alpha_ratio * n_c) of the n_c pixels whose argmax is c stay labelled (background too);
     I_final = I_cam where I_cam == I_crf, else 255 (eq. 7). crf_posterior: the (K, H, W) result of
-    this image's crf_jobs entry, if already computed. Returns (H, W) uint8 in {0..20, 255}.
+    this image's crf_jobs entry, if already computed. Returns (H, W) uint8 in {0..C, 255}.
     """
     return _mine_paper(*prepare(image, cam_norm, labels), params, crf_posterior)
 
@@ -126,8 +126,8 @@ def _confident_cam_label(probs: np.ndarray, alpha_ratio: float) -> tuple[np.ndar
 def mine_cam_only(cams: Tensor | np.ndarray, labels: Tensor | np.ndarray, params: MiningParams,
                   roi: np.ndarray | None = None) -> np.ndarray:
     """The "CAM" row of the paper's Table 2: eq. 6 alone (top alpha_ratio of each label's pixels of
-    [(1 - max P_fg)^gamma, P_fg]), no CRF. cams (N, 20, H, W) normalised, labels (N, 20), roi (N, H, W)
-    bool (False -> 255). Returns (N, H, W) uint8 in {0..20, 255}.
+    [(1 - max P_fg)^gamma, P_fg]), no CRF. cams (N, C, H, W) normalised, labels (N, C), roi (N, H, W)
+    bool (False -> 255). Returns (N, H, W) uint8 in {0..C, 255}.
     """
     cams_np, labels_np = as_numpy(cams).astype(np.float32, copy=False), as_numpy(labels)
     out = np.full(cams_np.shape[:1] + cams_np.shape[2:], IGNORE_INDEX, dtype=np.uint8)

@@ -131,10 +131,10 @@ def mine_batch_torch(images: Tensor, cams: Tensor, labels: Tensor, params: Minin
     """rrm.method.reliable.mine_batch with the torch CRF, on cams' device; both rules (params.rule).
 
     images (N, 3, H, W) RGB 0..255 (uint8 or float; rounded to integers as the pydensecrf path's
-    uint8 images), cams (N, 20, H, W) normalised, labels (N, 20) (on the CPU to avoid a device sync,
+    uint8 images), cams (N, C, H, W) normalised, labels (N, C) (on the CPU to avoid a device sync,
     see _pack), roi (N, H, W) bool / 0-1 (False = crop padding -> 255). Each image's CRFs run over
     its own labels only; all the batch's CRFs share one lattice per kernel. Returns (N, H, W) long in
-    {0..20, 255}.
+    {0..C, 255}.
     """
     _check(images, cams, labels, roi)
     with torch.no_grad():
