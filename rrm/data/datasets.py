@@ -51,28 +51,33 @@ class DatasetSpec:
         """Foreground classes: the classifier's logits and the image-level label vectors (class c at c - 1)."""
         return len(self.classes) - 1
 
+    def _at(self, root: str | Path, template: str, split: str) -> Path:
+        if "{split}" in template and not split:
+            raise ValueError(f"{self.name}: {template} is per split; no split given")
+        return Path(root) / template.format(split=split)
+
     def list_file(self, root: str | Path, split: str) -> Path:
-        return Path(root) / self.list_path.format(split=split)
+        return self._at(root, self.list_path, split)
 
     def list_folder(self, root: str | Path) -> Path:
         """The folder of the split lists: every <split>.txt there is a split."""
         return Path(root) / Path(self.list_path).parent
 
     def images(self, root: str | Path, split: str) -> Path:
-        return Path(root) / self.image_dir.format(split=split)
+        return self._at(root, self.image_dir, split)
 
     def masks(self, root: str | Path, split: str, mask_dir: str | None = None) -> Path:
         """ROOT/<mask_dir> when given (data.mask_dir), else extra_mask_dir when present, else mask_dir."""
         root = Path(root)
         if mask_dir is not None:
-            return root / mask_dir.format(split=split)
-        if self.extra_mask_dir is not None and (extra := root / self.extra_mask_dir.format(split=split)).is_dir():
+            return self._at(root, mask_dir, split)
+        if self.extra_mask_dir is not None and (extra := self._at(root, self.extra_mask_dir, split)).is_dir():
             return extra
-        return root / self.mask_dir.format(split=split)
+        return self._at(root, self.mask_dir, split)
 
     def labels_file(self, root: str | Path, split: str) -> Path | None:
         """The split's image-level labels file, None where the labels come from the masks."""
-        return None if self.labels_path is None else Path(root) / self.labels_path.format(split=split)
+        return None if self.labels_path is None else self._at(root, self.labels_path, split)
 
     def missing_files(self, root: str | Path, splits: list[str]) -> list[Path]:
         """The split lists, labels files and image and mask folders of `splits` that `root` lacks (a quick

@@ -109,3 +109,9 @@ def test_the_dataset_module_is_torch_free():
     code = "import sys, rrm.data.datasets; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True
                           ).stdout.strip() == "False"
+
+
+def test_a_per_split_folder_needs_the_split(tmp_path):
+    with pytest.raises(ValueError, match="coco: SegmentationClass/{split} is per split; no split given"):
+        COCO.masks(tmp_path, "")
+    assert VOC.masks(tmp_path, "") == tmp_path / "SegmentationClass"  # VOC's folders hold every split
