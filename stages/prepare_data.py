@@ -1,4 +1,5 @@
-"""Stage prepare_data: generate the embedded VOC-layout dataset and record the statistics of data.root.
+"""Stage prepare_data: generate the embedded VOC-layout dataset and record the statistics of data.root (in
+data.dataset's layout).
 
     python stages/prepare_data.py --out data/embedded --stats reports/data/stats.json
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rrm.data.datasets import get_dataset
 from rrm.data.synthetic import dataset_stats, generate_dataset
 from rrm.io import write_json
 from rrm.settings import Params, load_settings
@@ -22,7 +24,7 @@ def prepare_data(p: Params, out: str, stats: str) -> None:
                          n_val=s.n_val, n_test=s.n_test, max_objects=s.max_objects)
     else:
         Path(out).mkdir(parents=True, exist_ok=True)
-    write_json(stats, dataset_stats(Path(p.data.root)))
+    write_json(stats, dataset_stats(Path(p.data.root), get_dataset(p.data.dataset)))
 
 
 def main() -> None:

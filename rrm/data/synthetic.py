@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from rrm.data.datasets import IGNORE_INDEX, VOC
+from rrm.data.datasets import IGNORE_INDEX, VOC, DatasetSpec
 from rrm.data.render import render_image
 from rrm.io import atomic_write, load_mask, save_mask, write_text
 
@@ -165,26 +165,33 @@ def generate_dataset(
     return _summarise(records, splits, names)
 
 
-def dataset_stats(root: Path) -> dict:
-    """Recompute the statistics of a VOC-layout root from its files (for reports/data/stats.json).
+def dataset_stats(root: Path, dataset: DatasetSpec = VOC) -> dict:
+    """Recompute the statistics of a root in `dataset`'s layout from its files (for reports/data/stats.json).
 
     Works on real VOC too: object statistics need SegmentationObject/, part statistics need
-    SegmentationPart/ (embedded data only); without them those entries are empty / None.
+    SegmentationPart/ (embedded data only); without them those entries are empty / None. VOC's splits are
+    SPLITS, with the masks of SegmentationClass; another dataset's are every list of its list folder, with
+    its masks (COCO: SegmentationClass/<split>/) and its class names.
     """
     root = Path(root)
-    list_dir = root / "ImageSets" / "Segmentation"
+    list_dir = dataset.list_folder(root)
+    candidates = SPLITS if dataset is VOC else tuple(sorted(p.stem for p in list_dir.glob("*.txt")))
     splits = {}
-    for split in SPLITS:
+    for split in candidates:
         path = list_dir / f"{split}.txt"
         if path.is_file():
             splits[split] = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not splits:
-        raise FileNotFoundError(f"{list_dir}: no split lists ({', '.join(SPLITS)}) found")
+        raise FileNotFoundError(f"{list_dir}: no split lists ({', '.join(candidates) or '<split>.txt'}) found")
     names_file = root / "classes.txt"
-    names = names_file.read_text().split() if names_file.is_file() else list(VOC.classes)
+    if dataset is not VOC:
+        names = list(dataset.classes)
+    else:
+        names = names_file.read_text().split() if names_file.is_file() else list(VOC.classes)
+    mask_dir = {i: root / dataset.mask_dir.format(split=split) for split, ids in reversed(splits.items()) for i in ids}
     records = {}
     for image_id in sorted({i for ids in splits.values() for i in ids}):
-        label = load_mask(root / "SegmentationClass" / f"{image_id}.png")
+        label = load_mask(mask_dir[image_id] / f"{image_id}.png")
         obj_path, part_path = (
             root / d / f"{image_id}.png" for d in ("SegmentationObject", "SegmentationPart")
         )

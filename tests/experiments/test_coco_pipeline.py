@@ -1,5 +1,5 @@
-"""End to end on COCO's layout: `dvc repro` of the one-step stages with data.dataset coco on a tiny
-COCO-layout dataset (the session's `tiny_coco_pipeline`, tests/conftest.py): 81-class networks, metrics,
+"""End to end on COCO's layout: `dvc repro` of prepare_data and the one-step stages with data.dataset coco on
+a tiny COCO-layout dataset (the session's `tiny_coco_pipeline`, tests/conftest.py): 81-class networks, metrics,
 per-class tables and masks."""
 
 from __future__ import annotations
@@ -39,4 +39,7 @@ def test_dvc_repro_of_the_one_step_stages_on_coco(tiny_coco_pipeline):
         assert state["meta"]["dataset"] == "coco"
         assert state["model"]["fc8.weight"].shape[0] == COCO.num_fg == 80  # one logit per COCO class
         assert state["model"]["fc8_seg_conv2.weight"].shape[0] == COCO.num_classes == 81
-    assert "up to date" in tiny_coco_pipeline.run(["dvc", "repro", "evaluate_cam", "evaluate_onestep"])
+    stats = json.loads((repo / "reports/data/stats.json").read_text())  # prepare_data: data/coco's statistics
+    assert stats["num_images"] == {"train2014": 12, "val2014": 4}
+    assert set(stats["class_image_counts"]["val2014"]) == set(COCO.classes[1:])
+    assert "up to date" in tiny_coco_pipeline.run(["dvc", "repro", "prepare_data", "evaluate_cam", "evaluate_onestep"])
