@@ -151,14 +151,13 @@ TINY_COCO = {
 @pytest.fixture(scope="session")
 def tiny_coco_pipeline(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> TinyPipeline:
     """tiny_pipeline's repository machinery with data.dataset coco: tiny_dataset's train and val images in
-    COCO's layout and indices (81 classes) at data/coco, after `dvc repro` of prepare_data (nothing
-    to generate: the statistics of data/coco) and the one-step stages (train_cls, evaluate_cam, train_onestep,
-    evaluate_onestep)."""
+    COCO's layout and indices (81 classes) at data/coco, after the whole `dvc repro` (prepare_data
+    has nothing to generate: it records the statistics of data/coco)."""
     from coco_layout import write_coco_layout
 
     pipeline = _tiny_repo(tmp_path_factory.mktemp("tiny-coco-pipeline"), _tiny_params(TINY_COCO))
     write_coco_layout(tiny_dataset, pipeline.repo / "data" / "coco", {"train": "train2014", "val": "val2014"})
     for args in (["git", "add", "-A"], ["git", "commit", "-qm", "tiny coco pipeline"],
-                 ["dvc", "repro", "prepare_data", "evaluate_cam", "evaluate_onestep"]):
+                 ["dvc", "repro"]):
         pipeline.run(args)
     return pipeline

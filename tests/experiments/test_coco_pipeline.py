@@ -1,5 +1,4 @@
-"""End to end on COCO's layout: `dvc repro` of prepare_data and the one-step stages with data.dataset coco on
-a tiny COCO-layout dataset (the session's `tiny_coco_pipeline`, tests/conftest.py): 81-class networks, metrics,
+"""End to end on COCO's layout: the whole `dvc repro` with data.dataset coco on a tiny COCO-layout dataset (the session's `tiny_coco_pipeline`, tests/conftest.py): 81-class networks, metrics,
 per-class tables and masks."""
 
 from __future__ import annotations
@@ -16,9 +15,9 @@ from rrm.io import load_mask, load_torch
 
 
 @pytest.mark.slow
-def test_dvc_repro_of_the_one_step_stages_on_coco(tiny_coco_pipeline):
+def test_dvc_repro_on_coco(tiny_coco_pipeline):
     repo = tiny_coco_pipeline.repo
-    for stage in ("cam", "onestep"):
+    for stage in ("cam", "onestep", "full", "pseudo", "twostep"):
         metrics = json.loads((repo / "reports" / stage / "metrics.json").read_text())
         assert list(metrics["per_class_iou"]) == list(COCO.classes)  # background + COCO's 80, in category order
         assert 0.0 <= metrics["miou"] <= 1.0
@@ -34,12 +33,19 @@ def test_dvc_repro_of_the_one_step_stages_on_coco(tiny_coco_pipeline):
     assert shown and shown <= set(VOC_TO_COCO)
     assert all(onestep["per_class_iou"][COCO.classes[c]] is not None for c in shown)
 
-    for name in ("cls", "onestep"):
+    for name in ("cls", "onestep", "full"):
         state = load_torch(repo / "models" / f"{name}.pt")
         assert state["meta"]["dataset"] == "coco"
         assert state["model"]["fc8.weight"].shape[0] == COCO.num_fg == 80  # one logit per COCO class
         assert state["model"]["fc8_seg_conv2.weight"].shape[0] == COCO.num_classes == 81
+    deeplab = load_torch(repo / "models/deeplab.pt")
+    assert deeplab["meta"]["dataset"] == "coco"
+    assert deeplab["meta"]["arch"] == "vgg16_largefov" and deeplab["model"]["fc8.weight"].shape[0] == 81
+    pseudo = sorted((repo / "data/pseudo").glob("*.png"))
+    assert [p.stem for p in pseudo] == sorted((repo / "data/coco/ImageSets/train2014.txt").read_text().split())
+    assert max(int(load_mask(p).max()) for p in pseudo) <= 80
+    assert (repo / "reports/figures/qualitative.png").is_file()
     stats = json.loads((repo / "reports/data/stats.json").read_text())  # prepare_data: data/coco's statistics
     assert stats["num_images"] == {"train2014": 12, "val2014": 4}
     assert set(stats["class_image_counts"]["val2014"]) == set(COCO.classes[1:])
-    assert "up to date" in tiny_coco_pipeline.run(["dvc", "repro", "prepare_data", "evaluate_cam", "evaluate_onestep"])
+    assert "up to date" in tiny_coco_pipeline.run(["dvc", "repro"])
