@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from rrm.data.coco_prepare import IMAGE_DIR, LABEL_DIR, LIST_DIR, MASK_DIR, SPLITS, VALID_VALUES
+from rrm.data.coco_prepare import SPLITS, VALID_VALUES
 from rrm.data.datasets import COCO, IGNORE_INDEX
 from rrm.io import load_mask
 
@@ -29,12 +29,12 @@ class CocoCheck:
 
 
 def _check_image(root: Path, split: str, name: str, labels: list[int] | None, check: CocoCheck) -> None:
-    mask_path = root / MASK_DIR / split / f"{name}.png"
-    photo = root / IMAGE_DIR / split / f"{name}.jpg"
+    mask_path = COCO.masks(root, split) / f"{name}.png"
+    photo = COCO.images(root, split) / f"{name}.jpg"
     if labels is None:
-        check.errors.append(f"{root / LABEL_DIR / f'{split}.json'}: no labels for {name}")
+        check.errors.append(f"{COCO.labels_file(root, split)}: no labels for {name}")
     elif not all(isinstance(c, int) and 1 <= c < COCO.num_classes for c in labels):
-        check.errors.append(f"{root / LABEL_DIR / f'{split}.json'}: {name}: labels {labels} outside 1..80")
+        check.errors.append(f"{COCO.labels_file(root, split)}: {name}: labels {labels} outside 1..{COCO.num_fg}")
     try:
         mask = load_mask(mask_path) if mask_path.is_file() else None
     except ValueError as error:
@@ -69,7 +69,7 @@ def check_coco_layout(root: str | Path, splits: tuple[str, ...] = SPLITS) -> Coc
     """Check every listed image of each split (see the module docstring)."""
     root, check = Path(root), CocoCheck()
     for split in splits:
-        list_path, label_path = root / LIST_DIR / f"{split}.txt", root / LABEL_DIR / f"{split}.json"
+        list_path, label_path = COCO.list_file(root, split), COCO.labels_file(root, split)
         if not list_path.is_file():
             check.errors.append(f"{list_path}: split list missing")
             continue

@@ -42,7 +42,6 @@ from rrm.data.datasets import COCO, IGNORE_INDEX
 from rrm.io import load_mask, save_mask, write_json, write_text
 
 SPLITS = ("train2014", "val2014")
-MASK_DIR, LIST_DIR, LABEL_DIR, IMAGE_DIR = "SegmentationClass", "ImageSets", "ImageLabels", "JPEGImages"
 VALID_VALUES = frozenset(range(COCO.num_classes)) | {IGNORE_INDEX}
 
 
@@ -102,7 +101,7 @@ def _image_problem(path: Path, size: tuple[int, int]) -> str | None:
 
 
 def _load_coco(path: Path, problems: list[str]):
-    from pycocotools.coco import COCO
+    from pycocotools.coco import COCO as CocoApi
 
     if not path.is_file():
         problems.append(f"{path}: annotation file missing")
@@ -110,7 +109,7 @@ def _load_coco(path: Path, problems: list[str]):
     try:
         with open(path) as handle:
             dataset = json.load(handle)
-        coco = COCO()
+        coco = CocoApi()
         coco.dataset = dataset
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
             coco.createIndex()
@@ -138,7 +137,7 @@ def prepare_split(coco_root: Path, out: Path, split: str, problems: list[str]) -
         name, shape = Path(info["file_name"]).stem, (info["height"], info["width"])
         problem = _image_problem(coco_root / split / info["file_name"], shape[::-1])
         annotations = coco.loadAnns(coco.getAnnIds(imgIds=info["id"]))
-        mask_path = out / MASK_DIR / split / f"{name}.png"
+        mask_path = COCO.masks(out, split) / f"{name}.png"
         if _complete(mask_path, shape):
             report.kept += 1
         else:
@@ -159,9 +158,9 @@ def prepare_split(coco_root: Path, out: Path, split: str, problems: list[str]) -
         listed.append(name)
         labels[name] = sorted({INDEX_OF_CATEGORY[a["category_id"]] for a in annotations})
     report.listed = len(listed)
-    write_text(out / LIST_DIR / f"{split}.txt", "".join(f"{name}\n" for name in listed))
-    write_json(out / LABEL_DIR / f"{split}.json", labels)
-    link = out / IMAGE_DIR / split
+    write_text(COCO.list_file(out, split), "".join(f"{name}\n" for name in listed))
+    write_json(COCO.labels_file(out, split), labels)
+    link = COCO.images(out, split)
     if not link.exists() and (coco_root / split).is_dir():
         link.parent.mkdir(parents=True, exist_ok=True)
         os.symlink((coco_root / split).absolute(), link, target_is_directory=True)
